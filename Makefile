@@ -1,0 +1,37 @@
+# fgar: `make demo` runs the whole pipeline on the embedded benchmark; `make test` runs the tests.
+# Both create the virtual environment first when needed (`make setup`).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.fgar-installed
+DEMO   ?= demo
+# torch/torchvision pair known to work together; users with a GPU may install their own first.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup test demo lint bench clean-demo
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch, torchvision" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH_PINS)
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check fgar_cli kernels tests benchmarks
+
+demo: setup
+	PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh $(DEMO)
+
+bench: setup
+	$(BIN)/python benchmarks/softdtw.py
+	$(BIN)/python benchmarks/decode.py
+
+clean-demo:
+	rm -rf $(DEMO)

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Compare supervised, confidence-only self-training and FinePseudo on a Diving48-format dataset.
+#
+#   examples/compare.sh DATA_DIR RUN_DIR [CONFIG]
+#
+# DATA_DIR holds Diving48_V2_train.json, Diving48_V2_test.json, Diving48_vocab.json and rgb/*.mp4
+# (the real dataset, or `fgar synth --out DATA_DIR`). CONFIG (default examples/demo.yaml) holds the
+# options of each stage. Every step writes files into RUN_DIR and is skipped when its result is
+# already there, so a rerun after an interruption continues where it stopped.
+# Environment: FRACTION (labeled fraction, default 0.1), SEED (split seed, default 0).
+set -euo pipefail
+
+if [ $# -lt 2 ]; then
+  echo "usage: $0 DATA_DIR RUN_DIR [CONFIG]" >&2
+  exit 2
+fi
+DATA=$1
+RUN=$2
+CONFIG=${3:-$(dirname "$0")/demo.yaml}
+FRACTION=${FRACTION:-0.1}
+SEED=${SEED:-0}
+mkdir -p "$RUN"
+
+step() { echo; echo "== $*"; }
+
+step "index and split"
+[ -f "$RUN/index.json" ] || fgar data index --format diving48 --root "$DATA" --out "$RUN/index.json"
+[ -f "$RUN/split.json" ] || fgar data split --index "$RUN/index.json" --fraction "$FRACTION" --seed "$SEED" --out "$RUN/split.json"
+
+step "pretrain f_A (GITDL) on the unlabeled split"
+[ -f "$RUN/pretrain/A0.pt" ] || fgar pretrain --config "$CONFIG" --index "$RUN/index.json" --split "$RUN/split.json" \
+  --out-dir "$RUN/pretrain" --resume
+
+step "fit f_E and f_A on the labeled split"
+[ -f "$RUN/fit/A.pt" ] || fgar fit-labeled --config "$CONFIG" --index "$RUN/index.json" --split "$RUN/split.json" \
+  --init-a "$RUN/pretrain/A0.pt" --out-dir "$RUN/fit" --resume
+
+step "arm 1: supervised (f_E from fit-labeled)"
+[ -f "$RUN/eval_supervised/metrics.json" ] || fgar evaluate --config "$CONFIG" --ckpt-e "$RUN/fit/E.pt" \
+  --ckpt-a "$RUN/fit/A.pt" --out-dir "$RUN/eval_supervised"
+
+step "arm 2: confidence-only self-training (--source action)"
+[ -f "$RUN/st_confidence/selftrain.json" ] || fgar selftrain --config "$CONFIG" --ckpt-a "$RUN/fit/A.pt" \
+  --ckpt-e "$RUN/fit/E.pt" --source action --out-dir "$RUN/st_confidence" --resume
+[ -f "$RUN/eval_confidence/metrics.json" ] || fgar evaluate --config "$CONFIG" --ckpt-e "$RUN/st_confidence/E.pt" \
+  --out-dir "$RUN/eval_confidence"
+
+step "arm 3: FinePseudo self-training (--source collab)"
+[ -f "$RUN/st_finepseudo/selftrain.json" ] || fgar selftrain --config "$CONFIG" --ckpt-a "$RUN/fit/A.pt" \
+  --ckpt-e "$RUN/fit/E.pt" --source collab --out-dir "$RUN/st_finepseudo" --resume
+[ -f "$RUN/eval_finepseudo/metrics.json" ] || fgar evaluate --config "$CONFIG" --ckpt-e "$RUN/st_finepseudo/E.pt" \
+  --ckpt-a "$RUN/st_finepseudo/A.pt" --out-dir "$RUN/eval_finepseudo"
+
+step "summary"
+python -m fgar_cli.summary "$RUN"

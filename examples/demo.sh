@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# `make demo`: generate the embedded benchmark with its defaults, then run examples/compare.sh on it.
+#   examples/demo.sh [DEMO_DIR]    (default: demo)
+set -euo pipefail
+DIR=${1:-demo}
+HERE=$(dirname "$0")
+start=$(date +%s)
+[ -f "$DIR/data/Diving48_V2_test.json" ] || fgar synth --out "$DIR/data"
+bash "$HERE/compare.sh" "$DIR/data" "$DIR/run" "$HERE/demo.yaml"
+echo "demo finished in $(( $(date +%s) - start )) s; results in $DIR/run/summary.json"

@@ -1,0 +1,251 @@
+"""Artifacts: atomic file writes, HDF5 files with a schema and provenance, and checkpoints.
+
+Every HDF5 artifact carries root attributes `schema`, `schema_version`, `created_by` (fgar
+version), `git_hash`, `config` (JSON of the resolved config) and `inputs` (JSON mapping each
+input file to its sha256). Files are written to a temporary name in the same folder and renamed
+into place, so a crash never leaves a half-written artifact under the final name.
+
+Checkpoints are dicts of plain containers and tensors, saved with `torch.save` and loaded with
+`torch.load(weights_only=True)`: loading never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fgar_cli import __version__
+from fgar_cli.errors import FgarError
+
+CHECKPOINT_FORMAT = "fgar.checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_json(path: str | Path, payload: Any) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_hash() -> str:
+    """The git commit of the fgar source tree, or '' when it is not a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def provenance(config: Mapping[str, Any] | None, inputs: list[str | Path] | None = None) -> dict[str, str]:
+    """Attributes stored with every artifact: version, git hash, resolved config, input hashes."""
+    hashes = {str(p): sha256_file(p) for p in (inputs or []) if Path(p).is_file()}
+    return {
+        "created_by": f"fgar {__version__}",
+        "git_hash": git_hash(),
+        "config": json.dumps(dict(config or {}), default=_json_default, sort_keys=True),
+        "inputs": json.dumps(hashes, sort_keys=True),
+    }
+
+
+# --------------------------------------------------------------------------- HDF5
+
+
+def write_h5(
+    path: str | Path,
+    schema: str,
+    version: int,
+    datasets: Mapping[str, Any],
+    attrs: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+    inputs: list[str | Path] | None = None,
+) -> None:
+    """Write an HDF5 artifact atomically. Strings (and lists of str) become UTF-8 string datasets."""
+    import h5py
+
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["schema"] = schema
+            f.attrs["schema_version"] = version
+            for key, value in provenance(config, inputs).items():
+                f.attrs[key] = value
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+            for name, data in datasets.items():
+                arr = _to_numpy(data)
+                if arr.dtype.kind in "UO":
+                    f.create_dataset(name, data=arr.astype(object), dtype=h5py.string_dtype("utf-8"))
+                else:
+                    f.create_dataset(name, data=arr)
+
+
+def _to_numpy(data: Any) -> np.ndarray:
+    if hasattr(data, "detach"):  # torch tensor
+        return data.detach().cpu().numpy()
+    if isinstance(data, (list, tuple)) and data and isinstance(data[0], str):
+        return np.array(data, dtype=object)
+    return np.asarray(data)
+
+
+def read_h5(
+    path: str | Path,
+    schema: str,
+    version: int,
+    required: Mapping[str, tuple[int, str]] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read an HDF5 artifact and check its schema, version and datasets.
+
+    `required` maps dataset name to (ndim, dtype kind) with kind one of 'f' (float), 'i' (int,
+    unsigned accepted), 'b' (bool), 'S' (string). Returns (datasets, attrs) with strings decoded.
+    """
+    import h5py
+
+    p = Path(path)
+    if not p.is_file():
+        raise FgarError(f"{p}: file not found")
+    try:
+        f = h5py.File(p, "r")
+    except OSError:
+        raise FgarError(f"{p}: not a readable HDF5 file") from None
+    with f:
+        found = _attr_str(f.attrs.get("schema"))
+        if found != schema:
+            raise FgarError(f"{p}: expected an HDF5 artifact of schema '{schema}', found '{found or 'none'}'")
+        found_version = int(f.attrs.get("schema_version", -1))
+        if found_version != version:
+            raise FgarError(f"{p}: {schema} schema_version {found_version} is not supported (expected {version})")
+        data: dict[str, np.ndarray] = {}
+        for name in f.keys():
+            ds = f[name]
+            if h5py.check_string_dtype(ds.dtype) is not None:
+                data[name] = np.array([s.decode("utf-8") if isinstance(s, bytes) else s for s in ds[()]])
+            else:
+                data[name] = ds[()]
+        attrs = {k: _attr_str(v) if isinstance(v, bytes) else v for k, v in f.attrs.items()}
+    for name, (ndim, kind) in (required or {}).items():
+        if name not in data:
+            raise FgarError(f"{p}: dataset '{name}' is missing")
+        arr = data[name]
+        if arr.ndim != ndim:
+            raise FgarError(f"{p}: dataset '{name}' has {arr.ndim} dimensions, expected {ndim}")
+        if not _kind_ok(arr, kind):
+            raise FgarError(f"{p}: dataset '{name}' has dtype {arr.dtype}, expected {_KIND_NAMES[kind]}")
+    return data, attrs
+
+
+_KIND_NAMES = {"f": "float", "i": "integer", "b": "bool", "S": "string"}
+
+
+def _kind_ok(arr: np.ndarray, kind: str) -> bool:
+    if kind == "S":
+        return arr.dtype.kind in "USO"
+    if kind == "i":
+        return arr.dtype.kind in "iu"
+    return arr.dtype.kind == kind
+
+
+def _attr_str(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> None:
+    """Save a checkpoint dict atomically, stamped with the format name and version."""
+    import torch
+
+    full = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "created_by": __version__}
+    full.update(payload)
+    with atomic_path(path) as tmp:
+        torch.save(full, tmp)
+
+
+def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """Load a checkpoint with `weights_only=True`; check its format and (optionally) its kind."""
+    import pickle
+
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise FgarError(f"{p}: checkpoint not found")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FgarError(f"{p}: not a loadable fgar checkpoint ({first[:160]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise FgarError(f"{p}: not an fgar checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
+    if ckpt.get("format_version") != CHECKPOINT_VERSION:
+        raise FgarError(f"{p}: checkpoint format_version {ckpt.get('format_version')} is not supported")
+    if kind is not None and ckpt.get("kind") != kind:
+        raise FgarError(f"{p}: this is a '{ckpt.get('kind')}' checkpoint, but a '{kind}' checkpoint is needed")
+    return ckpt
+
+
+def atomic_copy(src: str | Path, dst: str | Path) -> None:
+    """Copy a file so that `dst` is either the old file or the complete new one."""
+    import shutil
+
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)

@@ -1,0 +1,60 @@
+"""The `fgar` command line: a thin Typer layer over the stages.
+
+Each command parses its options into a config, calls one function, and prints a summary. Every
+user-facing failure is an `FgarError`, printed as one line (`error: FILE: what is wrong`) with
+exit code 1; nothing here catches more than that, so real bugs still show their traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from fgar_cli import __version__
+from fgar_cli.errors import FgarError
+
+app = typer.Typer(
+    name="fgar",
+    help="Semi-supervised fine-grained action recognition with FinePseudo.\n\n"
+    "Stages talk through files (index/split JSON, HDF5 artifacts, .pt checkpoints), so each reruns "
+    "on its own. Start with `fgar synth --out data/synth` for a dataset that needs no download.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fgar {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """fgar: FinePseudo for fine-grained action recognition."""
+
+
+def _register() -> None:
+    # Sub-command modules register themselves on `app` when imported.
+    from fgar_cli.commands import data, stages, synth  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register()
+    try:
+        app(args=argv, standalone_mode=True)
+    except FgarError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        # Every epoch and artifact is already on disk; nothing is lost.
+        typer.secho("interrupted: rerun the same command with --resume to continue", fg=typer.colors.YELLOW, err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Typer sub-commands; each module owns one group of commands."""

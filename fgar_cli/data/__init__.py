@@ -1,0 +1,1 @@
+"""Data layer: dataset indexes, video reading, clip sampling, transforms, splits, synthetic data."""

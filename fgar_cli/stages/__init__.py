@@ -1,0 +1,1 @@
+"""The stages of FinePseudo (paper Algorithm 1), one module each."""

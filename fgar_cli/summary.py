@@ -1,0 +1,77 @@
+"""`python -m fgar_cli.summary RUN_DIR`: the table of examples/compare.sh, written to summary.json.
+
+Reads RUN_DIR/eval_{supervised,confidence,finepseudo}/metrics.json and the two self-training
+summaries, and maps `supervised`, `confidence_pl`, `finepseudo` to their metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from fgar_cli.artifacts import atomic_write_json
+from fgar_cli.data.index import read_json
+from fgar_cli.errors import FgarError
+
+ARMS = {
+    "supervised": ("eval_supervised", None),
+    "confidence_pl": ("eval_confidence", "st_confidence"),
+    "finepseudo": ("eval_finepseudo", "st_finepseudo"),
+}
+
+
+def summarize(run: Path) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for arm, (eval_dir, st_dir) in ARMS.items():
+        metrics = read_json(run / eval_dir / "metrics.json")
+        row = {
+            "top1": metrics["action"]["top1"],
+            "top5": metrics["action"]["top5"],
+            "mean_class_accuracy": metrics["action"]["mean_class_accuracy"],
+            "protocol": metrics["protocol"],
+        }
+        if "combined" in metrics:
+            row["top1_alignability"] = metrics["alignability"]["top1"]
+            row["top1_combined"] = metrics["combined"]["top1"]
+        if st_dir is not None:
+            st = read_json(run / st_dir / "selftrain.json")
+            row["pl_count"] = st["pl_count"]
+            row["pl_accuracy"] = st["pl_accuracy"]
+            row["pl_rounds"] = st["rounds"]
+        summary[arm] = row
+    atomic_write_json(run / "summary.json", summary)
+    return summary
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    def fmt(x: Any) -> str:
+        if x is None:
+            return "-"
+        return "nan" if isinstance(x, float) and math.isnan(x) else f"{x:.3f}" if isinstance(x, float) else str(x)
+
+    table = Table(title=f"f_E test accuracy ({next(iter(summary.values()))['protocol']})")
+    for col in ("arm", "top1", "top5", "mean class acc", "PL count", "PL accuracy"):
+        table.add_column(col)
+    for arm, row in summary.items():
+        table.add_row(arm, fmt(row["top1"]), fmt(row["top5"]), fmt(row["mean_class_accuracy"]),
+                      fmt(row.get("pl_count")), fmt(row.get("pl_accuracy")))
+    Console().print(table)
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m fgar_cli.summary RUN_DIR")
+    try:
+        print_table(summarize(Path(sys.argv[1])))
+    except FgarError as exc:
+        sys.exit(f"error: {exc}")
+
+
+if __name__ == "__main__":
+    main()
