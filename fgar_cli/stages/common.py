@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Sampler
 from fgar_cli.artifacts import load_checkpoint, save_checkpoint
 from fgar_cli.data.dataset import ClipDataset, collate_skip_none
 from fgar_cli.data.index import DatasetIndex, VideoEntry, load_index
-from fgar_cli.data.splits import Split, load_split
+from fgar_cli.data.splits import Split, check_split, load_split
 from fgar_cli.errors import FgarError
 
 console = Console(stderr=True)
@@ -67,14 +67,7 @@ def load_stage_data(index_path: str | None, split_path: str | None) -> StageData
         raise FgarError("no label split given: pass --split (made by `fgar data split`)")
     index = load_index(index_path)
     split = load_split(split_path)
-    known = set(index.by_id())
-    for part in ("labeled", "unlabeled", "test"):
-        missing = [i for i in getattr(split, part) if i not in known]
-        if missing:
-            raise FgarError(
-                f"{split_path}: {len(missing)} {part} ids are not in {index_path} (first: '{missing[0]}'); "
-                "was the split made from another index?"
-            )
+    check_split(split, index, split_path)
     class_ids = sorted(split.known_classes) if split.known_classes is not None else list(range(len(index.class_names)))
     model_class = {c: k for k, c in enumerate(class_ids)}
     label_of = {e.id: model_class.get(e.label, -1) for e in index.entries}

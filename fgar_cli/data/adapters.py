@@ -1,0 +1,468 @@
+"""Dataset adapters: read an official annotation layout into a `DatasetIndex`.
+
+Formats (DESIGN.md section 4):
+* diving48: `Diving48_V2_train.json`, `Diving48_V2_test.json` (optional), `Diving48_vocab.json` in
+  the annotation folder (default: root); videos `root/rgb/<vid_name>.mp4`. Class names join the
+  vocab parts: "Back_15som_05Twis_FREE". The JSON `start_frame`/`end_frame` are read as the
+  half-open range [start, end); `measure_entries` clips `end` to the frames that decode.
+* finegym: element lists `<element_id> <label>` (`gym99_train_element_v1.0.txt`,
+  `gym99_val_element.txt`, gym288 likewise), by default the gym99 pair found in root; names from
+  `<gym99|gym288>_categories.txt` (`Clabel: 0; set: 1; Glabel: 1; <name>`) beside the list or in
+  root. Clips are `root/<element_id>.mp4`.
+* finediving: `fine-grained_annotation_aqa.pkl`, `train_split.pkl`, `test_split.pkl` in the
+  annotation folder (default: root/Annotations), read with the restricted unpickler. The 52 dive
+  numbers become class ids in sorted order. Each video is the frame folder `root/<event>/<idx>/`.
+* list: `<path> <label>` lines (mmaction2 `<path> <num_frames> <label>` too) or a CSV with a header
+  (`path`/`video`/`filename` or Kinetics' `youtube_id,time_start,time_end`, plus `label` and an
+  optional `split`). Labels are class ids or names; names come from `--classes` or, without it,
+  are the sorted distinct names in the lists.
+* folder: `root/<class>/<video file or frame folder>`; or `root/{train,val,test}/<class>/...`.
+
+A list file whose name has a `val`/`test` token gives test entries; any other gives train entries.
+Adapters only read annotations; `measure_entries` then decodes every video to count its frames.
+"""
+
+from __future__ import annotations
+
+import csv
+import numbers
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from fgar_cli.data.index import DatasetIndex, VideoEntry, read_json
+from fgar_cli.data.safe_pickle import load_pickle
+from fgar_cli.errors import FgarError
+
+FORMATS = ("diving48", "finegym", "finediving", "list", "folder")
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv"}
+_TEST_TOKENS = {"val", "valid", "validation", "test", "testing"}
+
+
+def read_dataset(
+    fmt: str,
+    root: str | Path,
+    annotations: list[Path] | None = None,
+    classes_file: str | Path | None = None,
+) -> DatasetIndex:
+    """Read a dataset's annotations into an index whose `num_frames` are still -1 (not counted)."""
+    root_path = Path(root)
+    if not root_path.is_dir():
+        raise FgarError(f"{root_path}: dataset root folder not found")
+    root_path = root_path.resolve()
+    annotations = list(annotations or [])
+    if fmt == "diving48":
+        index = read_diving48(root_path, _single_folder(annotations, root_path, fmt))
+    elif fmt == "finegym":
+        index = read_finegym(root_path, annotations)
+    elif fmt == "finediving":
+        index = read_finediving(root_path, _single_folder(annotations, root_path / "Annotations", fmt))
+    elif fmt == "list":
+        index = read_lists(root_path, annotations, classes_file)
+    elif fmt == "folder":
+        index = read_folder(root_path, classes_file)
+    else:
+        raise FgarError(f"unknown dataset format '{fmt}' (choose from {', '.join(FORMATS)})")
+    if not index.entries:
+        raise FgarError(f"{root_path}: the annotations list no videos")
+    _check_unique_ids(index)
+    return index
+
+
+def subset_of(name: str) -> str:
+    """'test' when a file stem or split name has a val/test token (gym99_val_element), else 'train'."""
+    tokens = re.split(r"[^a-z0-9]+", name.lower())
+    return "test" if _TEST_TOKENS.intersection(tokens) else "train"
+
+
+def _single_folder(annotations: list[Path], default: Path, fmt: str) -> Path:
+    """The annotation folder: the one --annotations (a folder, or a file inside it), or `default`."""
+    if not annotations:
+        return default
+    if len(annotations) > 1:
+        raise FgarError(f"--annotations: {fmt} takes one annotation folder, got {len(annotations)} paths")
+    if not annotations[0].exists():
+        raise FgarError(f"{annotations[0]}: annotation path not found")
+    return annotations[0] if annotations[0].is_dir() else annotations[0].parent
+
+
+def _check_unique_ids(index: DatasetIndex) -> None:
+    seen: set[str] = set()
+    for e in index.entries:
+        if e.id in seen:
+            raise FgarError(f"{index.root}: video id '{e.id}' appears twice in the annotations")
+        seen.add(e.id)
+
+
+def _require_file(folder: Path, name: str) -> Path:
+    path = folder / name
+    if not path.is_file():
+        raise FgarError(f"{path}: annotation file not found")
+    return path
+
+
+def _as_int(value: Any) -> int | None:
+    """An int from a JSON number or a digit string; None for anything else (bools included)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        return int(value)
+    return None
+
+
+# --------------------------------------------------------------------------- Diving48
+
+
+def read_diving48(root: Path, ann_dir: Path) -> DatasetIndex:
+    vocab_path = _require_file(ann_dir, "Diving48_vocab.json")
+    vocab = read_json(vocab_path)
+    if not isinstance(vocab, list) or not vocab:
+        raise FgarError(f"{vocab_path}: expected a JSON list of class descriptions")
+    class_names = []
+    for i, parts in enumerate(vocab):
+        if isinstance(parts, str):
+            class_names.append(parts)
+        elif isinstance(parts, list) and all(isinstance(p, str) for p in parts):
+            class_names.append("_".join(parts))
+        else:
+            raise FgarError(f"{vocab_path}: vocab entry {i} is not a list of strings")
+    entries: list[VideoEntry] = []
+    for name, subset in (("Diving48_V2_train.json", "train"), ("Diving48_V2_test.json", "test")):
+        path = ann_dir / name
+        if subset == "test" and not path.is_file():
+            continue  # a train-only copy of the dataset is still usable
+        entries += _diving48_entries(_require_file(ann_dir, name), subset, len(class_names))
+    return DatasetIndex(format="diving48", root=str(root), class_names=class_names, entries=entries)
+
+
+def _diving48_entries(path: Path, subset: str, num_classes: int) -> list[VideoEntry]:
+    items = read_json(path)
+    if not isinstance(items, list):
+        raise FgarError(f"{path}: expected a JSON list of videos")
+    entries = []
+    for i, item in enumerate(items):
+        where = f"{path}: entry {i}"
+        if not isinstance(item, dict) or not isinstance(item.get("vid_name"), str):
+            raise FgarError(f"{where}: expected an object with a string 'vid_name'")
+        where += f" ('{item['vid_name']}')"
+        label = _as_int(item.get("label"))
+        if label is None:
+            raise FgarError(f"{where}: 'label' must be an integer, got {item.get('label')!r}")
+        if not 0 <= label < num_classes:
+            raise FgarError(f"{where}: unknown label {label} (the vocab has {num_classes} classes)")
+        start, end = _as_int(item.get("start_frame", 0)), _as_int(item.get("end_frame", -1))
+        if start is None or end is None or start < 0 or (end != -1 and end < start):
+            raise FgarError(f"{where}: bad frame range {item.get('start_frame')!r}..{item.get('end_frame')!r}")
+        entries.append(VideoEntry(id=item["vid_name"], path=f"rgb/{item['vid_name']}.mp4", label=label,
+                                  start_frame=start, end_frame=end, subset=subset))
+    return entries
+
+
+# --------------------------------------------------------------------------- FineGym
+
+
+def read_finegym(root: Path, annotations: list[Path]) -> DatasetIndex:
+    lists = _finegym_lists(root, annotations)
+    prefixes = {p.name.split("_")[0] for p in lists}
+    if len(prefixes) != 1:
+        raise FgarError(f"--annotations: element lists of different sets ({', '.join(sorted(prefixes))})")
+    prefix = prefixes.pop()
+    class_names = read_finegym_categories(_finegym_categories_path(root, lists[0], prefix))
+    entries = []
+    for path in lists:
+        subset = subset_of(path.stem)
+        for line_no, element_id, raw in _read_pairs(path):
+            label = _as_int(raw)
+            if label is None or not 0 <= label < len(class_names):
+                raise FgarError(
+                    f"{path}: line {line_no}: unknown label '{raw}' for '{element_id}' "
+                    f"({prefix} has {len(class_names)} classes)"
+                )
+            entries.append(VideoEntry(id=element_id, path=f"{element_id}.mp4", label=label, subset=subset))
+    return DatasetIndex(format="finegym", root=str(root), class_names=class_names, entries=entries)
+
+
+def _finegym_lists(root: Path, annotations: list[Path]) -> list[Path]:
+    if annotations and not (len(annotations) == 1 and annotations[0].is_dir()):
+        missing = next((p for p in annotations if not p.is_file()), None)
+        if missing is not None:
+            raise FgarError(f"{missing}: annotation file not found")
+        return annotations
+    folder = annotations[0] if annotations else root
+    found = [folder / n for n in ("gym99_train_element_v1.0.txt", "gym99_val_element.txt") if (folder / n).is_file()]
+    if not found:
+        raise FgarError(f"{folder}: no FineGym element list found (gym99_train_element_v1.0.txt); "
+                        "pass one with --annotations")
+    return found
+
+
+def _finegym_categories_path(root: Path, first_list: Path, prefix: str) -> Path:
+    name = f"{prefix}_categories.txt"
+    for folder in (first_list.parent, root):
+        if (folder / name).is_file():
+            return folder / name
+    raise FgarError(f"{first_list.parent / name}: categories file not found (looked beside the list and in {root})")
+
+
+def read_finegym_categories(path: Path) -> list[str]:
+    """`Clabel: 0; set: 1; Glabel: 1; (VT) round-off ...` lines -> class names indexed by Clabel."""
+    names: dict[int, str] = {}
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = [f.strip() for f in line.split(";", 3)]
+        match = re.fullmatch(r"Clabel:\s*(\d+)", fields[0])
+        if match is None or len(fields) < 4:
+            raise FgarError(f"{path}: line {line_no}: expected 'Clabel: <id>; set: ..; Glabel: ..; <name>'")
+        clabel = int(match.group(1))
+        if clabel in names:
+            raise FgarError(f"{path}: line {line_no}: Clabel {clabel} appears twice")
+        names[clabel] = fields[3]
+    if sorted(names) != list(range(len(names))) or not names:
+        raise FgarError(f"{path}: Clabel values must be 0..N-1 with none missing")
+    return [names[i] for i in range(len(names))]
+
+
+def _read_pairs(path: Path) -> Iterable[tuple[int, str, str]]:
+    """Lines `<element_id> <label>` -> (line number, element id, label text)."""
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise FgarError(f"{path}: line {line_no}: expected '<element_id> <label>'")
+        yield line_no, fields[0], fields[1]
+
+
+# --------------------------------------------------------------------------- FineDiving
+
+
+def read_finediving(root: Path, ann_dir: Path) -> DatasetIndex:
+    ann_path = _require_file(ann_dir, "fine-grained_annotation_aqa.pkl")
+    annotation = load_pickle(ann_path)
+    if not isinstance(annotation, dict) or not annotation:
+        raise FgarError(f"{ann_path}: expected a dict keyed by (event_name, idx)")
+    action_of: dict[tuple[str, int], str] = {}
+    for key, value in annotation.items():
+        if not _is_finediving_key(key) or not isinstance(value, (list, tuple)) or not value:
+            raise FgarError(f"{ann_path}: entry {key!r} is not (event_name, idx) -> [action_type, ...]")
+        action_of[(key[0], int(key[1]))] = str(value[0])
+    class_names = sorted(set(action_of.values()))
+    class_id = {name: i for i, name in enumerate(class_names)}
+    entries = []
+    for name, subset in (("train_split.pkl", "train"), ("test_split.pkl", "test")):
+        path = _require_file(ann_dir, name)
+        keys = load_pickle(path)
+        if not isinstance(keys, (list, tuple)):
+            raise FgarError(f"{path}: expected a list of (event_name, idx) keys")
+        for i, key in enumerate(keys):
+            if not _is_finediving_key(key):
+                raise FgarError(f"{path}: entry {i} ({key!r}) is not an (event_name, idx) key")
+            event, idx = key[0], int(key[1])
+            if (event, idx) not in action_of:
+                raise FgarError(f"{path}: entry {i} ({event!r}, {idx}) has no annotation in {ann_path.name}")
+            entries.append(VideoEntry(id=f"{event}/{idx}", path=f"{event}/{idx}",
+                                      label=class_id[action_of[(event, idx)]], subset=subset))
+    return DatasetIndex(format="finediving", root=str(root), class_names=class_names, entries=entries)
+
+
+def _is_finediving_key(key: Any) -> bool:
+    # numpy integers register as numbers.Integral, so an idx stored as np.int64 passes too
+    return (isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str)
+            and isinstance(key[1], numbers.Integral) and not isinstance(key[1], bool))
+
+
+# --------------------------------------------------------------------------- lists and CSV
+
+
+def read_classes_file(path: str | Path) -> list[str]:
+    """Class names: a text file (one per line, line order = id), a JSON list, or a JSON {name: id}."""
+    p = Path(path)
+    if p.suffix == ".json":
+        data = read_json(p)
+        if isinstance(data, list) and all(isinstance(c, str) for c in data):
+            return list(data)
+        if isinstance(data, dict) and all(_as_int(v) is not None for v in data.values()):
+            by_id = {_as_int(v): str(k) for k, v in data.items()}
+            if sorted(by_id) != list(range(len(by_id))):
+                raise FgarError(f"{p}: class ids must be 0..N-1 with none missing or repeated")
+            return [by_id[i] for i in range(len(by_id))]
+        raise FgarError(f"{p}: expected a JSON list of class names or a {{name: id}} mapping")
+    if not p.is_file():
+        raise FgarError(f"{p}: classes file not found")
+    names = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(set(names)) != len(names):
+        raise FgarError(f"{p}: a class name appears twice")
+    return names
+
+
+def read_lists(root: Path, annotations: list[Path], classes_file: str | Path | None) -> DatasetIndex:
+    if not annotations:
+        raise FgarError("--annotations: the list format needs at least one list or CSV file")
+    rows: list[tuple[str, str, str, str]] = []  # (where, path, raw label, subset)
+    for path in annotations:
+        if not path.is_file():
+            raise FgarError(f"{path}: annotation file not found")
+        rows += _read_csv(path) if path.suffix.lower() == ".csv" else _read_list(path)
+    given = read_classes_file(classes_file) if classes_file else None
+    class_names = given if given is not None else _classes_from_labels(rows)
+    class_id = {name: i for i, name in enumerate(class_names)}
+    ids_allowed = given is not None or _all_ints(rows)
+    entries = []
+    for where, video, raw, subset in rows:
+        label = _resolve_label(raw, class_id, len(class_names), ids_allowed)
+        if label is None:
+            raise FgarError(f"{where}: unknown label '{raw}' (not one of the {len(class_names)} classes)")
+        entries.append(VideoEntry(id=video, path=video, label=label, subset=subset))
+    return DatasetIndex(format="list", root=str(root), class_names=class_names, entries=entries)
+
+
+def _read_list(path: Path) -> list[tuple[str, str, str, str]]:
+    rows, subset = [], subset_of(path.stem)
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) not in (2, 3):
+            raise FgarError(f"{path}: line {line_no}: expected '<path> <label>' or '<path> <num_frames> <label>'")
+        rows.append((f"{path}: line {line_no}", fields[0], fields[-1], subset))
+    return rows
+
+
+_CSV_PATH_COLUMNS = ("path", "video", "filename", "file", "video_path")
+
+
+def _read_csv(path: Path) -> list[tuple[str, str, str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        table = [(n, r) for n, r in enumerate(csv.reader(f), start=1) if any(c.strip() for c in r)]
+    if not table:
+        return []
+    header = [c.strip().lower() for c in table[0][1]]
+    if "label" not in header:  # no header: `path,label` rows
+        return [_csv_row(path, n, r, 0, len(r) - 1, subset_of(path.stem)) for n, r in table]
+    col = {name: i for i, name in enumerate(header)}
+    path_col = next((c for c in _CSV_PATH_COLUMNS if c in col), None)
+    if path_col is None and not all(c in col for c in ("youtube_id", "time_start", "time_end")):
+        raise FgarError(f"{path}: CSV header needs a path column ({', '.join(_CSV_PATH_COLUMNS)}) "
+                        "or youtube_id,time_start,time_end")
+    rows = []
+    for n, r in table[1:]:
+        if len(r) != len(header):
+            raise FgarError(f"{path}: line {n}: {len(r)} fields, the header has {len(header)}")
+        if path_col is None:  # Kinetics: clips are conventionally named <youtube_id>_<start:06d>_<end:06d>.mp4
+            start, end = _as_int(r[col["time_start"]].split(".")[0]), _as_int(r[col["time_end"]].split(".")[0])
+            if start is None or end is None:
+                raise FgarError(f"{path}: line {n}: time_start/time_end must be numbers")
+            r = [*r, f"{r[col['youtube_id']].strip()}_{start:06d}_{end:06d}.mp4"]
+        subset = subset_of(r[col["split"]]) if "split" in col else subset_of(path.stem)
+        rows.append(_csv_row(path, n, r, col[path_col] if path_col else len(r) - 1, col["label"], subset))
+    return rows
+
+
+def _csv_row(path: Path, line_no: int, row: list[str], path_col: int, label_col: int,
+             subset: str) -> tuple[str, str, str, str]:
+    video, label = row[path_col].strip(), row[label_col].strip()
+    if len(row) < 2 or not video or not label:
+        raise FgarError(f"{path}: line {line_no}: expected a video path and a label")
+    return (f"{path}: line {line_no}", video, label, subset)
+
+
+def _all_ints(rows: list[tuple[str, str, str, str]]) -> bool:
+    return all(_as_int(raw) is not None for _, _, raw, _ in rows)
+
+
+def _classes_from_labels(rows: list[tuple[str, str, str, str]]) -> list[str]:
+    """Without a classes file: ids 0..max when every label is an id, else the sorted distinct names."""
+    if not rows:
+        return []
+    if _all_ints(rows):
+        ids = [_as_int(raw) for _, _, raw, _ in rows]
+        bad = next((r for r, i in zip(rows, ids, strict=True) if i is None or i < 0), None)
+        if bad is not None:
+            raise FgarError(f"{bad[0]}: unknown label '{bad[2]}' (class ids start at 0)")
+        return [str(i) for i in range(max(i for i in ids if i is not None) + 1)]
+    numeric = next((r for r in rows if _as_int(r[2]) is not None), None)
+    if numeric is not None:
+        raise FgarError(f"{numeric[0]}: label '{numeric[2]}' is a class id, but other labels are class names "
+                        "(pass --classes to map ids to names)")
+    return sorted({raw for _, _, raw, _ in rows})
+
+
+def _resolve_label(raw: str, class_id: dict[str, int], num_classes: int, ids_allowed: bool) -> int | None:
+    as_int = _as_int(raw) if ids_allowed else None
+    if as_int is not None:
+        return as_int if 0 <= as_int < num_classes else None
+    return class_id.get(raw)
+
+
+# --------------------------------------------------------------------------- folder per class
+
+
+def read_folder(root: Path, classes_file: str | Path | None) -> DatasetIndex:
+    subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    split_layout = "train" in subdirs and set(subdirs) <= {"train", "val", "test"}
+    tops = [(root / s, subset_of(s)) for s in subdirs] if split_layout else [(root, "train")]
+    found: list[tuple[Path, str, str]] = []  # (video, class name, subset)
+    for top, subset in tops:
+        for class_dir in sorted(p for p in top.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for video in sorted(class_dir.iterdir()):
+                if not video.name.startswith(".") and (video.is_dir() or video.suffix.lower() in VIDEO_SUFFIXES):
+                    found.append((video, class_dir.name, subset))
+    if classes_file:
+        class_names = read_classes_file(classes_file)
+    else:
+        class_names = sorted({c for _, c, _ in found})
+    class_id = {name: i for i, name in enumerate(class_names)}
+    entries = []
+    for video, class_name, subset in found:
+        if class_name not in class_id:
+            raise FgarError(f"{video.parent}: unknown class folder '{class_name}' (not in {classes_file})")
+        rel = video.relative_to(root).as_posix()
+        entries.append(VideoEntry(id=rel, path=rel, label=class_id[class_name], subset=subset))
+    if not entries:
+        raise FgarError(f"{root}: no videos found in <root>/<class>/ folders")
+    return DatasetIndex(format="folder", root=str(root), class_names=class_names, entries=entries)
+
+
+# --------------------------------------------------------------------------- counting frames
+
+
+def _count_one(path: str) -> tuple[int, str]:
+    """(decodable frames, '') or (-1, the reason without the path in front)."""
+    from fgar_cli.data.video import count_frames
+
+    try:
+        return count_frames(path), ""
+    except FgarError as exc:
+        reason = str(exc)
+        return -1, reason[len(path) + 2:] if reason.startswith(f"{path}: ") else reason
+
+
+def measure_entries(index: DatasetIndex, on_done: Callable[[VideoEntry], None] | None = None) -> DatasetIndex:
+    """Decode every video to count its frames; keep the entries with frames in [start, end).
+
+    Unreadable videos, and videos with no decodable frame in range, go to `skipped` with a reason.
+    `end_frame` is clipped to the decodable count, so `num_frames = end_frame - start_frame`.
+    """
+    kept, skipped = [], list(index.skipped)
+    for entry in index.entries:
+        path = str(index.resolve(entry))
+        total, reason = _count_one(path)
+        if on_done is not None:
+            on_done(entry)
+        if total < 0:
+            skipped.append({"path": path, "reason": reason})
+            continue
+        end = total if entry.end_frame < 0 else min(entry.end_frame, total)
+        if end - entry.start_frame <= 0:
+            asked = f"[{entry.start_frame}, {entry.end_frame if entry.end_frame >= 0 else 'end'})"
+            skipped.append({"path": path, "reason": f"no decodable frames in {asked} ({total} decodable)"})
+            continue
+        kept.append(replace(entry, end_frame=end, num_frames=end - entry.start_frame))
+    return DatasetIndex(format=index.format, root=index.root, class_names=index.class_names,
+                        entries=kept, skipped=skipped)
+

@@ -1,0 +1,130 @@
+"""The non-parametric classifier (Eq. 7-8), thresholding and the four Table 6 variants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fgar_cli.errors import FgarError
+from fgar_cli.metrics import auroc, classification_metrics
+from fgar_cli.stages.openworld import leave_one_out_threshold
+from fgar_cli.stages.pseudolabel import (
+    class_alignability,
+    nonparametric_probs,
+    pseudo_label_stats,
+    select_pseudo_labels,
+)
+
+
+def test_class_alignability_averages_rho_members_of_each_class() -> None:
+    # 2 queries x 5 gallery clips: classes 0,0,1,1,1.
+    scores = torch.tensor([[0.9, 0.7, 0.1, 0.2, 0.3], [0.2, 0.4, 0.8, 0.6, 1.0]])
+    labels = np.array([0, 0, 1, 1, 1])
+    s = class_alignability(scores, labels, num_classes=2, rho=10, seed=0)  # rho > members: all of them
+    torch.testing.assert_close(s, torch.tensor([[0.8, 0.2], [0.3, 0.8]]))
+    # rho = 1 picks one seeded member per class: the value is one of the members' scores, reproducibly.
+    one = class_alignability(scores, labels, num_classes=2, rho=1, seed=3)
+    assert one[0, 0].item() in (0.9, pytest.approx(0.7))
+    torch.testing.assert_close(one, class_alignability(scores, labels, num_classes=2, rho=1, seed=3))
+
+
+def test_gallery_missing_a_class_is_a_clear_error() -> None:
+    with pytest.raises(FgarError, match="no member of class 2"):
+        class_alignability(torch.ones(1, 2), np.array([0, 1]), num_classes=3, rho=4, seed=0)
+
+
+def test_nonparametric_probs_is_softmax_over_tau() -> None:
+    s = torch.tensor([[0.9, 0.5, 0.1]])
+    p = nonparametric_probs(s, tau=0.1)
+    expected = torch.exp(s / 0.1) / torch.exp(s / 0.1).sum()
+    torch.testing.assert_close(p, expected)
+    assert p.sum().item() == pytest.approx(1.0)
+    # A lower tau sharpens the distribution (DESIGN.md section 7: more labels pass theta).
+    assert nonparametric_probs(s, tau=0.03).max() > p.max()
+
+
+def _toy() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    p_E = torch.tensor([[0.90, 0.10], [0.70, 0.30], [0.95, 0.05], [0.20, 0.80]])
+    p_A = torch.tensor([[0.90, 0.10], [0.95, 0.05], [0.10, 0.90], [0.50, 0.50]])
+    s_c = torch.tensor([[0.8, 0.1], [0.9, 0.2], [0.3, 0.7], [0.2, 0.1]])
+    return p_A, p_E, s_c
+
+
+def test_collaborative_average_and_threshold() -> None:
+    p_A, p_E, s_c = _toy()
+    out = select_pseudo_labels(p_A, p_E, s_c, "collab", theta=0.8)
+    torch.testing.assert_close(out["p"], (p_A + p_E) / 2)
+    # averages of the top class: 0.9, 0.825, 0.525, 0.65
+    assert out["label"].tolist() == [0, 0, 0, 1]
+    assert out["accepted"].tolist() == [True, True, False, False]
+
+
+def test_action_and_alignability_sources_use_one_encoder() -> None:
+    p_A, p_E, s_c = _toy()
+    action = select_pseudo_labels(p_A, p_E, s_c, "action", theta=0.8)
+    assert action["accepted"].tolist() == [True, False, True, False]
+    assert action["label"].tolist() == [0, 0, 0, 1]
+    align = select_pseudo_labels(p_A, p_E, s_c, "alignability", theta=0.8)
+    assert align["accepted"].tolist() == [True, True, True, False]
+    assert align["label"].tolist() == [0, 0, 1, 0]
+
+
+def test_verify_keeps_f_E_label_only_when_its_class_alignability_exceeds_threshold() -> None:
+    p_A, p_E, s_c = _toy()
+    out = select_pseudo_labels(p_A, p_E, s_c, "verify", theta=0.8, verify_threshold=0.6)
+    # confident by f_E: clips 0 and 2; clip 2's label 0 has alignability 0.3 <= 0.6: rejected.
+    assert out["accepted"].tolist() == [True, False, False, False]
+    assert out["label"].tolist() == [0, 0, 0, 1]
+
+
+def test_theta_bounds_behave() -> None:
+    p_A, p_E, s_c = _toy()
+    assert select_pseudo_labels(p_A, p_E, s_c, "collab", theta=0.0)["accepted"].all()
+    assert not select_pseudo_labels(p_A, p_E, s_c, "collab", theta=1.0)["accepted"].any()
+
+
+def test_novel_threshold_sets_clips_aside() -> None:
+    p_A, p_E, s_c = _toy()
+    out = select_pseudo_labels(p_A, p_E, s_c, "collab", theta=0.5, novel_threshold=0.75)
+    # best class alignability: 0.8, 0.9, 0.7, 0.2 -> clips 2 and 3 are novel
+    assert out["novel"].tolist() == [False, False, True, True]
+    assert out["accepted"].tolist() == [True, True, False, False]
+
+
+def test_sources_other_than_action_need_f_A() -> None:
+    _, p_E, _ = _toy()
+    with pytest.raises(FgarError, match="--ckpt-a"):
+        select_pseudo_labels(None, p_E, None, "collab", theta=0.8)
+
+
+def test_pseudo_label_stats_count_and_accuracy() -> None:
+    stats = pseudo_label_stats(np.array([0, 1, 1, 2]), np.array([True, True, False, True]), np.array([0, 0, 1, -1]))
+    assert stats["pl_count"] == 3
+    assert stats["pl_accuracy"] == pytest.approx(1 / 3)  # a novel clip (-1) accepted counts as wrong
+
+
+def test_leave_one_out_threshold_uses_only_same_class_others() -> None:
+    scores = torch.tensor([[1.0, 0.6, 0.0], [0.6, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    # clip 2 is alone in its class; clips 0 and 1 score 0.6 with each other.
+    assert leave_one_out_threshold(scores, np.array([0, 0, 1]), 0.5) == pytest.approx(0.6)
+
+
+def test_classification_metrics_by_hand() -> None:
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.5, 0.4, 0.1], [0.2, 0.3, 0.5], [0.9, 0.05, 0.05]])
+    truth = np.array([0, 1, 1, 2, -1])  # the last clip is of an unknown class: left out
+    m = classification_metrics(probs, truth, ["a", "b", "c"])
+    assert m["clips"] == 4
+    assert m["top1"] == pytest.approx(3 / 4)
+    assert m["per_class_accuracy"] == {"a": 1.0, "b": 0.5, "c": 1.0}
+    assert m["mean_class_accuracy"] == pytest.approx(2.5 / 3)
+    assert m["confusion"] == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
+    assert m["top5"] == 1.0
+
+
+def test_auroc_by_hand() -> None:
+    scores = np.array([0.9, 0.8, 0.3, 0.1])
+    assert auroc(scores, np.array([True, True, False, False])) == 1.0
+    assert auroc(scores, np.array([False, False, True, True])) == 0.0
+    assert auroc(np.array([0.5, 0.5]), np.array([True, False])) == 0.5
+    assert auroc(np.array([0.9, 0.2, 0.5]), np.array([True, False, True])) == 1.0
