@@ -17,7 +17,7 @@ from rich.progress import Progress
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fgar_cli.losses import alignability_triplet_loss, alignment_distances, gitdl_loss, score_loss
+from fgar_cli.losses import alignability_loss, gitdl_loss
 from fgar_cli.softdtw import pairwise_soft_dtw
 from fgar_cli.stages.common import Meter, autocast, check_finite, progress_bar, to_device
 
@@ -56,16 +56,6 @@ def train_action_epoch(
     return meter.means()
 
 
-def alignability_loss_terms(
-    embeddings: torch.Tensor, labels: torch.Tensor, model: nn.Module, gamma: float, margin: float, omega: float
-) -> dict[str, torch.Tensor]:
-    """L_AV of Eq. 5 on a P x K batch. Distances are soft-DTW per frame (divided by T)."""
-    distances = alignment_distances(embeddings.float(), gamma) / embeddings.shape[1]
-    triplet = alignability_triplet_loss(distances, labels, margin)
-    score = score_loss(distances, labels, model.score_head)
-    return {"loss": triplet + omega * score, "triplet": triplet, "score": score}
-
-
 def train_alignability_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -88,7 +78,8 @@ def train_alignability_epoch(
             batch = to_device(batch, device)
             with autocast(device):
                 embeddings = model(_clips(batch))
-            terms = alignability_loss_terms(embeddings, batch["label"], model, gamma, margin, omega)
+            terms = alignability_loss(embeddings.float(), batch["label"], model.score_head, gamma, margin, omega)
+            terms.pop("distances")
             check_finite(terms["loss"], what, last_good)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()

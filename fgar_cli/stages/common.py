@@ -192,6 +192,10 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def seed_everything(seed: int) -> None:
+    """Seeds, and deterministic kernels: without them oneDNN's backward passes differ from run to run
+    on the CPU, and an interrupted run resumed with --resume would not reach the same weights."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

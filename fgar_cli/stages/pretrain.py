@@ -83,4 +83,4 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     history = run_epochs(cfg.epochs, last_path, cfg.resume, train_epoch, state, load_state, kind="alignability")
     atomic_copy(last_path, final_path)
     return {"checkpoint": str(final_path), "epochs": cfg.epochs, "final": history[-1] if history else {},
-            "clips": len(dataset), "skipped_videos": dataset.skipped}
+            "clips": len(dataset), "skipped_videos": dataset.num_skipped}

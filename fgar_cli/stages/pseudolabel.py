@@ -231,6 +231,7 @@ def pseudo_label(
         {"video_ids": ids, "p_A": p_A if p_A is not None else nan, "p_E": p_E, "p": chosen["p"],
          "label": chosen["label"], "confidence": chosen["confidence"], "accepted": chosen["accepted"],
          "novel": chosen["novel"], "max_alignability": max_alignability, "truth": truth,
+         "class_alignability": class_scores if class_scores is not None else nan,
          "class_names": data.class_names},
         attrs=attrs, config=config, inputs=inputs,
     )

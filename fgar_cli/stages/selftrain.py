@@ -17,6 +17,7 @@ interruption replays nothing and reaches the same weights as an uninterrupted ru
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,9 @@ def selftrain(cfg: SelfTrainConfig, novel_threshold: float | None = None) -> dic
     train_a = need_a and model_a is not None
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if not cfg.resume:  # a fresh run: results of an earlier run in this folder must not count as done
+        for stale in out.glob("round_*"):
+            shutil.rmtree(stale)
     stored = {**fit_cfg, **{k: a_cfg[k] for k in LOSS_KEYS if k in a_cfg}, "index": data.index_path,
               "split": data.split_path, "selftrain": cfg.model_dump()}
     payload_base = {"class_names": data.class_names, "config": stored}

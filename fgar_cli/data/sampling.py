@@ -1,0 +1,82 @@
+"""Which frames of a video make a clip.
+
+All functions take a frame range [start, end) of decodable frames and return absolute frame
+indices (int64), ready for `read_frames`.
+
+Short videos: when the range holds fewer frames than the clip needs, segments become shorter
+than one frame and frames repeat (each segment takes the frame its position falls on), so every
+video yields a full clip. Datasets that would rather drop such videos set `min_frames`
+(ClipDataset), which marks them too short before sampling.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def segment_indices(
+    start: int,
+    end: int,
+    num_segments: int,
+    train: bool,
+    rng: np.random.Generator | None,
+    view: int = 0,
+    num_views: int = 1,
+) -> np.ndarray:
+    """One frame from each of `num_segments` equal segments of [start, end) (TSN-style).
+
+    Training: a uniformly random frame per segment (needs `rng`). Testing: view `view` of
+    `num_views` takes the frame at fraction (view + 0.5) / num_views of every segment, so one
+    view is the centre frames and several views tile each segment evenly and deterministically.
+    """
+    length = end - start
+    if length <= 0:
+        raise ValueError(f"empty frame range [{start}, {end})")
+    if num_segments < 1:
+        raise ValueError(f"num_segments must be at least 1, got {num_segments}")
+    if not 0 <= view < num_views:
+        raise ValueError(f"view {view} outside 0..{num_views - 1}")
+    segment = length / num_segments
+    if train:
+        if rng is None:
+            raise ValueError("training sampling needs a random generator")
+        offsets = rng.random(num_segments) * segment
+    else:
+        offsets = np.full(num_segments, (view + 0.5) / num_views * segment)
+    positions = np.floor(np.arange(num_segments) * segment + offsets).astype(np.int64)
+    # floor(x) < length holds mathematically; the clip guards the float rounding edge.
+    return start + np.clip(positions, 0, length - 1)
+
+
+def gitdl_indices(
+    start: int, end: int, num_frames_clip: int, rng: np.random.Generator | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Global and local clips for GITDL pretraining (DESIGN.md section 1, our interpretation).
+
+    Global: `num_frames_clip` frames at stride 2, covering 2T frames at a random place.
+    Local: T consecutive frames at a random place inside the global clip's span. Both are
+    absolute frame indices, which are the frame times the Gaussian targets use.
+    Videos shorter than 2T: the global clip covers the whole range with a stride scaled down to
+    range / T (frames repeat below T frames); the local clip keeps stride 1 while the range
+    holds T frames, else it covers the range like the global clip does.
+    `rng=None` centres both clips (deterministic, for tests and evaluation).
+    """
+    length = end - start
+    clip = num_frames_clip
+    if length <= 0:
+        raise ValueError(f"empty frame range [{start}, {end})")
+    if clip < 1:
+        raise ValueError(f"num_frames_clip must be at least 1, got {clip}")
+    global_span = min(2 * clip, length)
+    local_span = min(clip, global_span)
+    global_start = start + _place(length - global_span, rng)
+    local_start = global_start + _place(global_span - local_span, rng)
+    steps = np.arange(clip)
+    global_idx = global_start + np.floor(steps * (global_span / clip)).astype(np.int64)
+    local_idx = local_start + np.floor(steps * (local_span / clip)).astype(np.int64)
+    return global_idx, local_idx
+
+
+def _place(slack: int, rng: np.random.Generator | None) -> int:
+    """Offset in [0, slack]: random with a generator, the middle without."""
+    return int(rng.integers(0, slack + 1)) if rng is not None else slack // 2

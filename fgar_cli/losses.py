@@ -1,0 +1,180 @@
+"""FinePseudo's losses: alignment distances (Eq. 1), L_AT (Eq. 2), L_Score (Eq. 3-4), L_AV (Eq. 5), GITDL.
+
+All soft-DTW goes through `fgar_cli.softdtw`. Cross-entropy for f_E (Eq. 6) is plain
+`torch.nn.functional.cross_entropy`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from fgar_cli.models import ScoreHead
+from fgar_cli.softdtw import soft_dtw
+
+
+def alignment_distances(embeddings: Tensor, gamma: float, band: int | None = None, symmetric: bool = True) -> Tensor:
+    """Soft-DTW distance D (B, B) on cosine cost between every ordered pair of clips (B, T, F).
+
+    With `symmetric` only pairs i <= j are aligned and mirrored: for cosine cost C(v, u) = C(u, v)^T,
+    and the soft-DTW recursion (and a Sakoe-Chiba band) is unchanged by transposing, so D is symmetric.
+    The diagonal holds D(u, u), which is not 0 for soft-DTW (the soft-min counts several paths).
+    """
+    B, T, _ = embeddings.shape
+    unit = F.normalize(embeddings, dim=-1)
+    if not symmetric:
+        cost = 1.0 - torch.einsum("itf,jsf->ijts", unit, unit)  # (B, B, T, T) in one matmul
+        return soft_dtw(cost.reshape(B * B, T, T), gamma, band).reshape(B, B)
+    rows, cols = torch.triu_indices(B, B, device=embeddings.device)
+    cost = 1.0 - torch.einsum("ptf,psf->pts", unit[rows], unit[cols])  # (B(B+1)/2, T, T)
+    values = soft_dtw(cost, gamma, band)
+    distances = embeddings.new_zeros(B, B)
+    distances = distances.index_put((rows, cols), values).index_put((cols, rows), values)
+    return distances
+
+
+def _pair_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """(positive, negative) masks (B, B): same label and not itself; other label."""
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    return same & ~eye, ~same
+
+
+def hardest_negatives(distances: Tensor, labels: Tensor) -> Tensor:
+    """Index of each anchor's hardest negative (smallest D to a clip of another class), or -1 if none."""
+    _, negative = _pair_masks(labels)
+    masked = distances.detach().masked_fill(~negative, float("inf"))
+    index = masked.argmin(dim=1)
+    return torch.where(negative.any(dim=1), index, torch.full_like(index, -1))
+
+
+def alignability_triplet_loss(distances: Tensor, labels: Tensor, margin: float) -> Tensor:
+    """L_AT (paper Eq. 2) with in-batch hard-negative mining.
+
+    For each anchor i that has a positive and a negative in the batch, and each positive p:
+    max(0, D(i, p) - D(i, n*) + margin) with n* the hardest negative of i. Mean over these terms; 0 (still
+    attached to the graph) when the batch has none.
+    """
+    positive, negative = _pair_masks(labels)
+    hardest = distances.masked_fill(~negative, float("inf")).amin(dim=1)  # (B,), grads reach D(i, n*)
+    valid = positive & negative.any(dim=1, keepdim=True)
+    if not valid.any():
+        return distances.sum() * 0.0
+    hinge = F.relu(distances - hardest[:, None] + margin)
+    return hinge[valid].mean()
+
+
+def score_loss(distances: Tensor, labels: Tensor, score_head: ScoreHead, balanced: bool = True) -> Tensor:
+    """L_Score (paper Eq. 3-4): BCE of S = sigmoid(f_S(D)) against 1 (same class) / 0, over pairs i != j.
+
+    balanced=True (default) averages the positive and the negative pairs separately and takes the mean
+    of the two. A P x K batch has K - 1 positives per anchor against (P - 1) K negatives (1 vs 14 for
+    P = 8, K = 2); a plain mean would mostly teach f_S to say "not alignable", pushing every score
+    towards 0 and flattening the class scores that p_A (Eq. 8) is built from. balanced=False is the
+    plain mean of Eq. 4 over all pairs.
+    """
+    positive, negative = _pair_masks(labels)
+    off_diagonal = positive | negative
+    logits = score_head.logit(distances)
+    bce = F.binary_cross_entropy_with_logits(logits, positive.to(logits.dtype), reduction="none")
+    if not balanced:
+        return bce[off_diagonal].mean()
+    parts = [bce[mask].mean() for mask in (positive, negative) if mask.any()]
+    if not parts:
+        return distances.sum() * 0.0
+    return torch.stack(parts).mean()
+
+
+def alignability_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    score_head: ScoreHead,
+    gamma: float,
+    margin: float,
+    omega: float,
+    band: int | None = None,
+    balanced: bool = True,
+    calibrate: bool = True,
+    per_frame: bool = True,
+) -> dict[str, Tensor]:
+    """L_AV = L_AT + omega * L_Score (paper Eq. 5) for frame embeddings (B, T, F) of labelled clips.
+
+    With `per_frame` (fgar's default, docs/METHOD.md), D is divided by T: an alignment cost per frame,
+    so the margin and f_S mean the same for any clip length. Scoring must use the same scale.
+
+    With `calibrate`, a score head that was never calibrated (a fresh f_S, e.g. after GITDL
+    pretraining) is first fitted to this batch's distances (`ScoreHead.calibrate_`): the scale of D
+    depends on T, gamma and training, and a line far off would take thousands of steps to move.
+    Returns "loss", "triplet", "score", and "distances" (B, B, detached, for logging).
+    """
+    distances = alignment_distances(embeddings, gamma, band)
+    if per_frame:
+        distances = distances / embeddings.shape[1]
+    if calibrate and not bool(score_head.calibrated):
+        score_head.calibrate_(distances.detach(), labels)
+    triplet = alignability_triplet_loss(distances, labels, margin)
+    score = score_loss(distances, labels, score_head, balanced)
+    return {"loss": triplet + omega * score, "triplet": triplet, "score": score, "distances": distances.detach()}
+
+
+def gitdl_loss(
+    local: Tensor,
+    global_: Tensor,
+    local_t: Tensor,
+    global_t: Tensor,
+    tau: float,
+    sigma: float,
+    cross_video_negatives: bool = True,
+) -> Tensor:
+    """GITDL pretraining loss: our interpretation (the paper defines it in a supplement we do not have).
+
+    Global-local temporal contrast (TCLR) with a Gaussian target instead of a one-hot diagonal. For
+    local frame i of a video (time t_i) and global frame j (time t'_j):
+        s_ij = <l_i, g_j> / tau,    q_ij proportional to exp(-(t_i - t'_j)^2 / (2 sigma^2)),
+    and the loss is the cross-entropy H(q_i, softmax(s_i)), averaged over local frames, plus the same
+    from global to local frames; the result is the mean of the two directions. A frame whose time lies
+    outside the other clip's span [min t, max t] has no counterpart there and is left out of that
+    direction (with the usual sampler, global frames outside the local window).
+
+    With `cross_video_negatives` the softmax runs over the frames of all clips in the batch, with
+    target 0 on other videos' frames; otherwise over the frames of the same video only.
+    Shapes: local (B, T, F), global_ (B, T', F); local_t (B, T), global_t (B, T'), in frames of the source
+    video (T' = T with the usual sampler, but nothing here needs it).
+    """
+    B, T, _ = local.shape
+    Tg = global_.shape[1]
+    local, global_ = F.normalize(local, dim=-1), F.normalize(global_, dim=-1)
+    local_t, global_t = local_t.to(local.dtype), global_t.to(local.dtype)
+    # log of the unnormalised target, (B, T_local, T_global); normalising with a softmax keeps a row
+    # well defined when every exp(-d^2 / 2 sigma^2) underflows.
+    log_target = -((local_t[:, :, None] - global_t[:, None, :]) ** 2) / (2 * sigma**2)
+    local_inside = (local_t >= global_t.amin(1, keepdim=True)) & (local_t <= global_t.amax(1, keepdim=True))
+    global_inside = (global_t >= local_t.amin(1, keepdim=True)) & (global_t <= local_t.amax(1, keepdim=True))
+
+    if cross_video_negatives:
+        logits = local.reshape(B * T, -1) @ global_.reshape(B * Tg, -1).T / tau  # (B T, B T')
+        same_video = torch.block_diag(*[torch.ones(T, Tg, dtype=torch.bool, device=local.device)] * B)
+        full_log_target = local.new_full((B * T, B * Tg), float("-inf"))
+        full_log_target[same_video] = log_target.reshape(-1)
+        to_global = _soft_cross_entropy(logits, full_log_target, local_inside.reshape(-1))
+        to_local = _soft_cross_entropy(logits.T, full_log_target.T, global_inside.reshape(-1))
+    else:
+        logits = torch.einsum("btf,bsf->bts", local, global_) / tau  # (B, T, T')
+        to_global = _soft_cross_entropy(
+            logits.reshape(B * T, Tg), log_target.reshape(B * T, Tg), local_inside.reshape(-1)
+        )
+        to_local = _soft_cross_entropy(
+            logits.transpose(1, 2).reshape(B * Tg, T),
+            log_target.transpose(1, 2).reshape(B * Tg, T),
+            global_inside.reshape(-1),
+        )
+    return (to_global + to_local) / 2
+
+
+def _soft_cross_entropy(logits: Tensor, log_target: Tensor, rows: Tensor) -> Tensor:
+    """Mean over the selected rows of H(softmax(log_target), softmax(logits)); 0 when no row is selected."""
+    if not rows.any():
+        return logits.sum() * 0.0
+    target = torch.softmax(log_target[rows], dim=1)
+    return -(target * torch.log_softmax(logits[rows], dim=1)).sum(dim=1).mean()

@@ -1,0 +1,486 @@
+"""FinePseudo's networks: the action encoder f_E, the alignability encoder f_A and its score head f_S.
+
+Every model takes clips shaped (B, T, 3, H, W), already normalised, and remembers how it was built
+(`model.arch`, `model.arch_args`: plain types only), so a checkpoint can rebuild it without pickled
+code: see `model_checkpoint_fields` and `build_model_from_checkpoint`.
+
+No builder ever downloads weights: torchvision models are built with `weights=None`, and pretrained
+weights for f_E come from a local file (`init`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+
+from fgar_cli.errors import FgarError
+
+log = logging.getLogger(__name__)
+
+ACTION_ARCHS = ("r2plus1d_18", "r3d_18", "small3d")
+ALIGNABILITY_BACKBONES = ("small2d", "resnet18")
+ALIGNABILITY_ARCH = "vtn"
+# Prefixes that wrappers put in front of parameter names: DataParallel/DDP ('module.'), SSL codebases
+# that keep the trunk as an attribute ('backbone.'), and this module's own ActionEncoder.
+_STRIP_PREFIXES = ("module.", "backbone.")
+
+
+def _check_clip(x: Tensor, who: str) -> None:
+    if x.dim() != 5 or x.shape[2] != 3:
+        raise ValueError(f"{who}: expected clips shaped (B, T, 3, H, W), got {tuple(x.shape)}")
+
+
+# --------------------------------------------------------------------------- f_E: action encoder
+
+
+def _conv3d_block(cin: int, cout: int, stride: tuple[int, int, int]) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm3d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Small3D(nn.Module):
+    """A small 3D CNN trunk for CPU runs: 4 conv blocks (w, 2w, 4w, 4w channels), global pool.
+
+    Space is halved by every block; time by the middle two only, so 8-frame clips keep 2 time steps.
+    On 16 x 64 x 64 clips with width 32 this is about 0.25 GMAC per clip.
+    """
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.blocks = nn.Sequential(
+            _conv3d_block(3, w, (1, 2, 2)),
+            _conv3d_block(w, 2 * w, (2, 2, 2)),
+            _conv3d_block(2 * w, 4 * w, (2, 2, 2)),
+            _conv3d_block(4 * w, 4 * w, (1, 2, 2)),
+        )
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.out_dim = 4 * w
+
+    def forward(self, x: Tensor) -> Tensor:  # x: (B, 3, T, H, W)
+        return self.pool(self.blocks(x)).flatten(1)
+
+
+def _video_trunk(arch: str, width: int) -> tuple[nn.Module, int]:
+    """The trunk without its classifier, and its feature size."""
+    if arch == "small3d":
+        trunk = Small3D(width)
+        return trunk, trunk.out_dim
+    builder = getattr(torchvision.models.video, arch)
+    trunk = builder(weights=None)
+    dim = trunk.fc.in_features
+    trunk.fc = nn.Identity()  # our head lives in ActionEncoder.fc, so the trunk ends at the pooled features
+    return trunk, dim
+
+
+class ActionEncoder(nn.Module):
+    """f_E: a video CNN trunk, dropout and a linear classifier. forward -> logits (B, C)."""
+
+    kind = "action"
+
+    def __init__(
+        self,
+        arch: str,
+        num_classes: int,
+        channel_order: str = "rgb",
+        dropout: float = 0.5,
+        width: int = 32,
+    ) -> None:
+        super().__init__()
+        self.arch = arch
+        self.arch_args: dict[str, Any] = {
+            "num_classes": int(num_classes),
+            "channel_order": channel_order,
+            "dropout": float(dropout),
+        }
+        if arch == "small3d":
+            self.arch_args["width"] = int(width)
+        self.backbone, self.feature_dim = _video_trunk(arch, width)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(self.feature_dim, num_classes)
+        # Weights trained on BGR frames (OpenCV-decoded) expect the channels reversed.
+        self.flip_channels = channel_order == "bgr"
+        self.init_report: InitReport | None = None
+
+    def features(self, x: Tensor) -> Tensor:
+        """Pooled clip embedding (B, feature_dim) for clips (B, T, 3, H, W)."""
+        _check_clip(x, "action encoder")
+        if self.flip_channels:
+            x = x.flip(2)
+        return self.backbone(x.permute(0, 2, 1, 3, 4))  # torchvision video models want (B, 3, T, H, W)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.dropout(self.features(x)))
+
+
+def build_action_encoder(
+    arch: str, num_classes: int, init: str | Path | None = None, **arch_args: Any
+) -> ActionEncoder:
+    """Build f_E: arch in ACTION_ARCHS; arch_args: channel_order ('rgb'|'bgr'), dropout, width (small3d).
+
+    `init` is a local weights file (a state_dict, or a dict holding one under 'state_dict' or 'model');
+    what was loaded is in `model.init_report`.
+    """
+    if arch not in ACTION_ARCHS:
+        raise FgarError(f"unknown action encoder arch '{arch}' (choose from {', '.join(ACTION_ARCHS)})")
+    if num_classes < 1:
+        raise FgarError(f"action encoder: num_classes must be >= 1, got {num_classes}")
+    allowed = {"channel_order", "dropout", "width"} if arch == "small3d" else {"channel_order", "dropout"}
+    unknown = sorted(set(arch_args) - allowed)
+    if unknown:
+        raise FgarError(f"action encoder: unknown arch argument(s) {', '.join(unknown)} (allowed: {sorted(allowed)})")
+    if arch_args.get("channel_order", "rgb") not in ("rgb", "bgr"):
+        raise FgarError(f"action encoder: channel_order must be 'rgb' or 'bgr', got '{arch_args['channel_order']}'")
+    if not 0.0 <= arch_args.get("dropout", 0.0) < 1.0:
+        raise FgarError(f"action encoder: dropout must lie in [0, 1), got {arch_args['dropout']}")
+    model = ActionEncoder(arch, num_classes, **arch_args)
+    if init is not None:
+        model.init_report = load_init_weights(model, init)
+        log.info("%s", model.init_report.summary())
+    return model
+
+
+@dataclass
+class InitReport:
+    """What `load_init_weights` did: how many tensors were loaded, and which names did not match."""
+
+    path: str
+    loaded: int
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    head_skipped: bool = False
+
+    def summary(self) -> str:
+        head = "; classifier head skipped (shape differs)" if self.head_skipped else ""
+        return (
+            f"{self.path}: loaded {self.loaded} tensors, {len(self.missing)} missing, "
+            f"{len(self.unexpected)} unexpected{head}"
+        )
+
+
+def _read_weights_file(path: Path) -> Mapping[str, Tensor]:
+    if not path.is_file():
+        raise FgarError(f"{path}: weights file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise FgarError(f"{path}: cannot load weights ({first[:160]})") from None
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise FgarError(f"{path}: not a state_dict (expected a mapping of parameter names to tensors)")
+    return obj
+
+
+def _strip_prefixes(name: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _STRIP_PREFIXES:
+            if name.startswith(prefix):
+                name, changed = name[len(prefix) :], True
+    return name
+
+
+def load_init_weights(model: ActionEncoder, path: str | Path) -> InitReport:
+    """Load trunk (and, when its shape fits, head) weights from a local file into f_E.
+
+    Names are compared after stripping 'module.'/'backbone.' prefixes, so raw torchvision weights,
+    DataParallel checkpoints and fgar's own action checkpoints all load. A head ('fc.*') of another
+    shape is skipped (other number of classes); any other shape mismatch, or a file that matches
+    nothing, is an error: it is the wrong architecture.
+    """
+    p = Path(path)
+    source = {_strip_prefixes(k): v for k, v in _read_weights_file(p).items()}
+    target = {f"fc.{k}": v for k, v in model.fc.state_dict().items()}
+    target.update(model.backbone.state_dict())
+    head_keys = {k for k in target if k.startswith("fc.")}
+
+    loadable: dict[str, Tensor] = {}
+    head_skipped = False
+    for name, tensor in source.items():
+        if name not in target:
+            continue
+        if tensor.shape != target[name].shape:
+            if name in head_keys:
+                head_skipped = True
+                continue
+            raise FgarError(
+                f"{p}: weights do not fit arch '{model.arch}': '{name}' has shape {tuple(tensor.shape)}, "
+                f"the model has {tuple(target[name].shape)}"
+            )
+        loadable[name] = tensor
+    if not any(k not in head_keys for k in loadable):
+        raise FgarError(f"{p}: no parameter name matches arch '{model.arch}' (is this the right weights file?)")
+
+    model.backbone.load_state_dict({k: v for k, v in loadable.items() if k not in head_keys}, strict=False)
+    head = {k[len("fc.") :]: v for k, v in loadable.items() if k in head_keys}
+    if head:
+        model.fc.load_state_dict(head, strict=False)
+    return InitReport(
+        path=str(p),
+        loaded=len(loadable),
+        missing=sorted(k for k in target if k not in loadable),
+        unexpected=sorted(k for k in source if k not in target),
+        head_skipped=head_skipped,
+    )
+
+
+# --------------------------------------------------------------------------- f_S: score head
+
+
+class ScoreHead(nn.Module):
+    """f_S (paper Eq. 3): S(u, v) = sigmoid(a * D + b) with a = -(softplus(a_raw) + MIN_SLOPE) < 0.
+
+    a < 0 for every value of the parameters (MIN_SLOPE keeps it so where softplus underflows to 0), so
+    the score always falls as the alignment distance D grows. The initial line gives S = 0.5 at
+    `init_distance`. Because the scale of D depends on the clip length and gamma, and Adam moves b only
+    about lr per step, `calibrate_` can set a and b from a first batch of distances; the `calibrated`
+    buffer is saved, so a resumed run does not redo it.
+    """
+
+    MIN_SLOPE = 1e-6
+
+    def __init__(self, init_distance: float = 8.0, init_slope: float = 1.0) -> None:
+        super().__init__()
+        if init_slope <= self.MIN_SLOPE:
+            raise FgarError(f"score head: init_slope must be > 0, got {init_slope}")
+        self.a_raw = nn.Parameter(torch.tensor(_inverse_softplus(init_slope - self.MIN_SLOPE)))
+        self.b = nn.Parameter(torch.tensor(float(init_slope * init_distance)))
+        self.register_buffer("calibrated", torch.tensor(False))
+
+    @property
+    def slope(self) -> Tensor:
+        """a: the (negative) slope of the logit in D."""
+        return -(F.softplus(self.a_raw) + self.MIN_SLOPE)
+
+    def logit(self, distance: Tensor) -> Tensor:
+        return self.slope * distance + self.b
+
+    def forward(self, distance: Tensor) -> Tensor:
+        return torch.sigmoid(self.logit(distance))
+
+    @torch.no_grad()
+    def calibrate_(self, distances: Tensor, labels: Tensor | None = None, logit_range: float = 4.0) -> None:
+        """Centre the line between the mean same-class and other-class distances of a batch (B, B).
+
+        Without labels (or without both kinds of pair) it centres on the median off-diagonal distance.
+        The slope maps the spread of the distances (the gap between the class means, or else their
+        standard deviation) to `logit_range` logits.
+        """
+        B = distances.shape[0]
+        off = ~torch.eye(B, dtype=torch.bool, device=distances.device)
+        values = distances[off].float()
+        center = values.median()
+        spread = values.std() if values.numel() > 1 else values.new_tensor(1.0)
+        if labels is not None:
+            same = (labels[:, None] == labels[None, :])[off]
+            if same.any() and (~same).any():
+                pos, neg = values[same].mean(), values[~same].mean()
+                center, spread = (pos + neg) / 2, (neg - pos).abs()
+        spread = float(spread) if math.isfinite(float(spread)) and float(spread) > 1e-6 else 1.0
+        slope = logit_range / spread
+        self.a_raw.fill_(_inverse_softplus(max(slope - self.MIN_SLOPE, self.MIN_SLOPE)))
+        self.b.fill_(slope * float(center))
+        self.calibrated.fill_(True)
+
+
+def _inverse_softplus(y: float) -> float:
+    # softplus(x) = log(1 + e^x), so x = log(e^y - 1); for large y that is y itself.
+    return y if y > 20 else math.log(math.expm1(y))
+
+
+# --------------------------------------------------------------------------- f_A: alignability encoder
+
+
+def _conv2d_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel_size=3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _frame_backbone(name: str) -> tuple[nn.Module, int]:
+    """A per-frame 2D CNN without classifier, and its feature size."""
+    if name == "resnet18":
+        net = torchvision.models.resnet18(weights=None)
+        dim = net.fc.in_features
+        net.fc = nn.Identity()
+        return net, dim
+    net = nn.Sequential(
+        _conv2d_block(3, 32),
+        _conv2d_block(32, 64),
+        _conv2d_block(64, 128),
+        _conv2d_block(128, 128),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+    return net, 128
+
+
+class AlignabilityEncoder(nn.Module):
+    """f_A (VTN style): 2D CNN per frame -> linear -> + learned time embedding -> transformer -> MLP.
+
+    forward(x (B, T, 3, H, W)) -> (B, T, feature_dim), one unit vector per frame. The score head f_S
+    is a submodule (`score_head`), so one state_dict holds f_A and f_S.
+    """
+
+    kind = "alignability"
+
+    def __init__(
+        self,
+        backbone: str = "small2d",
+        feature_dim: int = 128,
+        hidden_dim: int = 128,
+        depth: int = 2,
+        heads: int = 4,
+        max_frames: int = 64,
+        dropout: float = 0.1,
+        score_init_distance: float = 8.0,
+        score_init_slope: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.arch = ALIGNABILITY_ARCH
+        self.arch_args: dict[str, Any] = {
+            "backbone": backbone,
+            "feature_dim": int(feature_dim),
+            "hidden_dim": int(hidden_dim),
+            "depth": int(depth),
+            "heads": int(heads),
+            "max_frames": int(max_frames),
+            "dropout": float(dropout),
+            "score_init_distance": float(score_init_distance),
+            "score_init_slope": float(score_init_slope),
+        }
+        self.max_frames = max_frames
+        self.backbone, backbone_dim = _frame_backbone(backbone)
+        self.input_proj = nn.Linear(backbone_dim, hidden_dim)
+        self.time_embed = nn.Parameter(torch.zeros(1, max_frames, hidden_dim))
+        nn.init.trunc_normal_(self.time_embed, std=0.02)
+        self.embed_dropout = nn.Dropout(dropout)
+        layer = nn.TransformerEncoderLayer(
+            d_model=hidden_dim,
+            nhead=heads,
+            dim_feedforward=4 * hidden_dim,
+            dropout=dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        # Pre-norm layers leave the residual stream unnormalised: the final LayerNorm closes it.
+        self.temporal = nn.TransformerEncoder(
+            layer, num_layers=depth, norm=nn.LayerNorm(hidden_dim), enable_nested_tensor=False
+        )
+        self.head = nn.Sequential(
+            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, feature_dim)
+        )
+        self.score_head = ScoreHead(score_init_distance, score_init_slope)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_clip(x, "alignability encoder")
+        B, T = x.shape[:2]
+        if T > self.max_frames:
+            raise FgarError(
+                f"alignability encoder: clips have {T} frames but the model was built for at most "
+                f"{self.max_frames} (max_frames); use fewer frames or a model with a larger max_frames"
+            )
+        frames = self.backbone(x.reshape(B * T, *x.shape[2:])).reshape(B, T, -1)
+        h = self.embed_dropout(self.input_proj(frames) + self.time_embed[:, :T])
+        h = self.temporal(h)
+        return F.normalize(self.head(h), dim=-1)
+
+
+def build_alignability_encoder(
+    backbone: str = "small2d",
+    feature_dim: int = 128,
+    hidden_dim: int = 128,
+    depth: int = 2,
+    heads: int = 4,
+    max_frames: int = 64,
+    dropout: float = 0.1,
+    score_init_distance: float = 8.0,
+    score_init_slope: float = 1.0,
+) -> AlignabilityEncoder:
+    """Build f_A (with its score head f_S). backbone: 'small2d' (CPU) or 'resnet18' (paper-like)."""
+    if backbone not in ALIGNABILITY_BACKBONES:
+        raise FgarError(f"unknown alignability backbone '{backbone}' (choose from {', '.join(ALIGNABILITY_BACKBONES)})")
+    sizes = {"feature_dim": feature_dim, "hidden_dim": hidden_dim, "depth": depth, "heads": heads}
+    sizes["max_frames"] = max_frames
+    for name, value in sizes.items():
+        if value < 1:
+            raise FgarError(f"alignability encoder: {name} must be >= 1, got {value}")
+    if not 0.0 <= dropout < 1.0:
+        raise FgarError(f"alignability encoder: dropout must lie in [0, 1), got {dropout}")
+    if hidden_dim % heads:
+        raise FgarError(f"alignability encoder: hidden_dim {hidden_dim} is not divisible by heads {heads}")
+    return AlignabilityEncoder(
+        backbone, feature_dim, hidden_dim, depth, heads, max_frames, dropout, score_init_distance, score_init_slope
+    )
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def model_checkpoint_fields(model: nn.Module) -> dict[str, Any]:
+    """The checkpoint fields that rebuild `model`: kind, arch, arch_args, state_dict (CPU tensors)."""
+    if not isinstance(model, ActionEncoder | AlignabilityEncoder):
+        raise TypeError(f"not an fgar model: {type(model).__name__}")
+    return {
+        "kind": model.kind,
+        "arch": model.arch,
+        "arch_args": dict(model.arch_args),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+    }
+
+
+def build_model_from_checkpoint(ckpt: Mapping[str, Any], source: str = "checkpoint") -> nn.Module:
+    """Rebuild f_E or f_A from checkpoint fields and load its weights (strict). `source` names the file."""
+    missing = [k for k in ("kind", "arch", "arch_args", "state_dict") if k not in ckpt]
+    if missing:
+        raise FgarError(f"{source}: checkpoint lacks field(s) {', '.join(missing)}")
+    kind, arch, arch_args = ckpt["kind"], ckpt["arch"], dict(ckpt["arch_args"])
+    if kind == "action":
+        num_classes = arch_args.pop("num_classes", None)
+        if num_classes is None:
+            raise FgarError(f"{source}: action checkpoint has no num_classes in arch_args")
+        model: nn.Module = build_action_encoder(arch, num_classes, **arch_args)
+    elif kind == "alignability":
+        if arch != ALIGNABILITY_ARCH:
+            raise FgarError(f"{source}: unknown alignability arch '{arch}' (expected '{ALIGNABILITY_ARCH}')")
+        try:
+            model = build_alignability_encoder(**arch_args)
+        except TypeError as exc:
+            raise FgarError(f"{source}: bad alignability arch_args ({exc})") from None
+    else:
+        raise FgarError(f"{source}: unknown checkpoint kind '{kind}' (expected 'action' or 'alignability')")
+    try:
+        result = model.load_state_dict(ckpt["state_dict"], strict=False)
+    except RuntimeError as exc:  # shape mismatches; the first line of torch's message says nothing
+        detail = re.sub(r"^Error\(s\) in loading state_dict for \w+:\s*", "", " ".join(str(exc).split()))
+        raise FgarError(f"{source}: state_dict does not fit its arch '{arch}' ({detail[:200]})") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise FgarError(
+            f"{source}: state_dict does not fit its arch '{arch}' ({len(result.missing_keys)} missing, "
+            f"{len(result.unexpected_keys)} unexpected keys, e.g. "
+            f"'{(result.missing_keys + result.unexpected_keys)[0]}')"
+        )
+    return model

@@ -1,0 +1,286 @@
+"""Soft-DTW (Cuturi & Blondel 2017): the differentiable alignment cost between frame sequences.
+
+Public API:
+* `soft_dtw(cost, gamma, band=None, lengths=None)`: values (B,) of cost matrices (B, N, M),
+  differentiable with respect to the cost (any differentiable cost works).
+* `cosine_cost(x, y)`: (B, N, M) = 1 - cos(x_i, y_j), the method's cost.
+* `pairwise_soft_dtw(queries, gallery, gamma, band=None)`: (Q, G) values with cosine cost for every
+  query and gallery clip, forward only, in chunks (never Q x G x T x T at once).
+* `SoftDTW(gamma, band=None, normalize=False)`: module on frame sequences; normalize=True gives
+  the soft-DTW divergence D(x, y) - (D(x, x) + D(y, y)) / 2.
+
+CPU tensors run the numba kernels of `fgar_cli.kernels.cpu`, CUDA tensors the numba-cuda kernels of
+`fgar_cli.kernels.cuda` (launched on torch's current stream, no host synchronisation). float32
+and float64 are computed in their own precision; other float types in float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fgar_cli.errors import FgarError
+from fgar_cli.kernels import cpu
+
+_CPU_CHUNK_BYTES = 8 << 20  # gallery products per chunk: stays in the L3 cache between matmul and DP
+_CUDA_CHUNK_BYTES = 512 << 20
+
+
+def _cuda_kernels(dtype: torch.dtype):
+    from fgar_cli.kernels import cuda  # imported on first use: numba.cuda is slow to import
+
+    return cuda, cuda.kernels_for(np.float32 if dtype == torch.float32 else np.float64)
+
+
+def _launch_args(device: torch.device):
+    """numba.cuda, torch's current stream as a numba stream, and the device as a numba context."""
+    from numba import cuda
+
+    stream = cuda.external_stream(torch.cuda.current_stream(device).cuda_stream)
+    return cuda, stream, cuda.gpus[device.index if device.index is not None else torch.cuda.current_device()]
+
+
+def _scale(gamma: float, dtype: torch.dtype):
+    """The kernels' base-2 scale log2(e) / gamma, in the cost's precision."""
+    value = math.log2(math.e) / gamma
+    return np.float32(value) if dtype == torch.float32 else np.float64(value)
+
+
+def _check_band(band: int | None, gap: int, where: str) -> int:
+    if band is None:
+        return -1
+    if band < 0:
+        raise FgarError(f"{where}: band must be >= 0 or None, got {band}")
+    if band < gap:
+        raise FgarError(f"{where}: band {band} is narrower than |N - M| = {gap}, so no alignment path fits in it")
+    return int(band)
+
+
+def _check_gamma(gamma: float, where: str) -> float:
+    if not (math.isfinite(gamma) and gamma > 0):
+        raise FgarError(f"{where}: gamma must be a positive number, got {gamma}")
+    return float(gamma)
+
+
+def _lengths(cost: Tensor, lengths: Tensor | None) -> tuple[Tensor, int]:
+    """Each pair's (n, m) as an int64 (B, 2) tensor on the cost's device, and max |n - m|."""
+    B, N, M = cost.shape
+    if lengths is None:
+        lens = torch.empty(B, 2, dtype=torch.int64, device=cost.device)  # filled on the device: no copy
+        lens[:, 0], lens[:, 1] = N, M
+        return lens, abs(N - M)
+    if tuple(lengths.shape) != (B, 2):
+        raise FgarError(f"soft_dtw: lengths must have shape ({B}, 2), got {tuple(lengths.shape)}")
+    host = lengths.detach().to("cpu", torch.int64)  # a CUDA tensor here costs one synchronisation
+    if (host < 1).any() or (host[:, 0] > N).any() or (host[:, 1] > M).any():
+        raise FgarError(f"soft_dtw: lengths must lie in [1, {N}] x [1, {M}] (the cost's N x M)")
+    gap = int((host[:, 0] - host[:, 1]).abs().max())
+    if cost.is_cuda:
+        host = host.pin_memory()  # so that the copy below is asynchronous
+    return host.to(cost.device, non_blocking=True).contiguous(), gap
+
+
+class _SoftDTWFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, cost: Tensor, gamma: float, band: int, lens: Tensor) -> Tensor:
+        cost = cost.detach().contiguous()
+        need_grad = ctx.needs_input_grad[0]
+        if cost.is_cuda:
+            values, saved = _cuda_forward(cost, gamma, band, lens, need_grad)
+        else:
+            values, saved = _cpu_forward(cost, gamma, band, lens, need_grad)
+        ctx.saved = saved
+        ctx.band, ctx.shape = band, cost.shape
+        ctx.save_for_backward(lens)
+        return values
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        (lens,) = ctx.saved_tensors
+        weights = ctx.saved
+        grad_out = grad_out.detach().to(weights.dtype).contiguous()
+        if grad_out.is_cuda:
+            grad = _cuda_backward(weights, lens, ctx.band, grad_out, ctx.shape)
+        else:
+            grad = _cpu_backward(weights, lens, ctx.band, grad_out, ctx.shape)
+        return grad, None, None, None
+
+
+def _cpu_forward(cost: Tensor, gamma: float, band: int, lens: Tensor, need_grad: bool):
+    B, N, M = cost.shape
+    out = torch.empty(B, dtype=cost.dtype)
+    scale = _scale(gamma, cost.dtype)
+    if not need_grad:
+        cpu.forward(cost.numpy(), lens.numpy(), scale, band, out.numpy())
+        return out, None
+    weights = torch.empty(cpu.n_tiles(B), N + 1, M + 1, 3, cpu.LANES, dtype=cost.dtype)
+    cpu.forward_weights(cost.numpy(), lens.numpy(), scale, band, out.numpy(), weights.numpy())
+    return out, weights
+
+
+def _cpu_backward(weights: Tensor, lens: Tensor, band: int, grad_out: Tensor, shape) -> Tensor:
+    grad = torch.empty(shape, dtype=weights.dtype)
+    cpu.backward(weights.numpy(), lens.numpy(), band, grad_out.numpy(), grad.numpy())
+    return grad
+
+
+def _cuda_forward(cost: Tensor, gamma: float, band: int, lens: Tensor, need_grad: bool):
+    module, kernels = _cuda_kernels(cost.dtype)
+    numba_cuda, stream, gpu = _launch_args(cost.device)
+    B, N, M = cost.shape
+    out = torch.empty(B, dtype=cost.dtype, device=cost.device)
+    row_buf = torch.empty(B, M + 2, dtype=cost.dtype, device=cost.device)
+    shape = (B, module.n_row_tiles(N), 3, M + module.WARP - 1, module.WARP) if need_grad else (1,) * 5
+    weights = torch.empty(shape, dtype=cost.dtype, device=cost.device)
+    with gpu:
+        c, ln, w, rb, o = (numba_cuda.as_cuda_array(t, sync=False) for t in (cost, lens, weights, row_buf, out))
+        kernels.forward[B, module.WARP, stream](c, ln, _scale(gamma, cost.dtype), band, need_grad, w, rb, o)
+    return out, (weights if need_grad else None)
+
+
+def _cuda_backward(weights: Tensor, lens: Tensor, band: int, grad_out: Tensor, shape) -> Tensor:
+    module, kernels = _cuda_kernels(weights.dtype)
+    numba_cuda, stream, gpu = _launch_args(weights.device)
+    B, N, M = shape
+    grad = torch.zeros(shape, dtype=weights.dtype, device=weights.device)
+    row_buf = torch.empty(B, M + 2, dtype=weights.dtype, device=weights.device)
+    with gpu:
+        w, ln, g, rb, o = (numba_cuda.as_cuda_array(t, sync=False) for t in (weights, lens, grad_out, row_buf, grad))
+        kernels.backward[B, module.WARP, stream](w, ln, band, g, rb, o)
+    return grad
+
+
+def soft_dtw(cost: Tensor, gamma: float, band: int | None = None, lengths: Tensor | None = None) -> Tensor:
+    """Soft-DTW values (B,) of cost matrices (B, N, M); differentiable with respect to `cost`.
+
+    `band` is a Sakoe-Chiba radius: cell (i, j) is used when |i - j| <= band, so it must be at least
+    |n - m|. `lengths` (B, 2) gives each pair's true (n, m) in a padded batch (cells beyond are
+    ignored, whatever they hold); on CUDA pass it as a CPU tensor to avoid a synchronisation.
+    """
+    if cost.dim() != 3 or 0 in cost.shape:
+        raise FgarError(f"soft_dtw: cost must have shape (B, N, M) with N, M >= 1, got {tuple(cost.shape)}")
+    if not cost.is_floating_point():
+        raise FgarError(f"soft_dtw: cost must be a float tensor, got {cost.dtype}")
+    gamma = _check_gamma(gamma, "soft_dtw")
+    lens, gap = _lengths(cost, lengths)
+    band_value = _check_band(band, gap, "soft_dtw")
+    if cost.dtype not in (torch.float32, torch.float64):
+        return _SoftDTWFunction.apply(cost.float(), gamma, band_value, lens).to(cost.dtype)
+    return _SoftDTWFunction.apply(cost, gamma, band_value, lens)
+
+
+class _CosineCost(torch.autograd.Function):
+    """1 - cos with a hand-written backward: autograd through F.normalize takes about twice the
+    time (a dozen elementwise passes over the frames), and at T = 32, F = 128 the cost's three
+    matmuls and normalisation are most of a training step's soft-DTW time."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, y: Tensor) -> Tensor:
+        inv_x = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(1e-12).reciprocal_()
+        inv_y = torch.linalg.vector_norm(y, dim=-1, keepdim=True).clamp_min_(1e-12).reciprocal_()
+        unit_x, unit_y = x * inv_x, y * inv_y
+        ctx.save_for_backward(unit_x, unit_y, inv_x, inv_y)
+        return torch.bmm(unit_x, unit_y.transpose(1, 2)).neg_().add_(1.0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        unit_x, unit_y, inv_x, inv_y = ctx.saved_tensors
+        # d cost / d unit_x = -grad @ unit_y =: -r; through u = x / |x|: (u (u . r) - r) / |x|.
+        # Scaling grad's rows by 1 / |x| first is cheaper: grad (B, N, M) is smaller than (B, N, F).
+        r_x = torch.bmm(grad * inv_x, unit_y)
+        r_y = torch.bmm(grad.transpose(1, 2) * inv_y, unit_x)
+        grad_x = torch.addcmul(r_x.neg_(), unit_x, torch.linalg.vecdot(r_x, unit_x).unsqueeze(-1), value=-1)
+        grad_y = torch.addcmul(r_y.neg_(), unit_y, torch.linalg.vecdot(r_y, unit_y).unsqueeze(-1), value=-1)
+        return grad_x, grad_y
+
+
+def cosine_cost(x: Tensor, y: Tensor) -> Tensor:
+    """Cost (B, N, M) = 1 - cos(x_i, y_j) for frames x (B, N, F) and y (B, M, F); differentiable
+    (once) with respect to both. Zero frames count as cos = 0, as with F.normalize."""
+    if x.dim() != 3 or y.dim() != 3 or x.shape[0] != y.shape[0] or x.shape[2] != y.shape[2]:
+        raise FgarError(f"cosine_cost: need x (B, N, F) and y (B, M, F), got {tuple(x.shape)} and {tuple(y.shape)}")
+    return _CosineCost.apply(x, y)
+
+
+@torch.no_grad()
+def pairwise_soft_dtw(queries: Tensor, gallery: Tensor, gamma: float, band: int | None = None) -> Tensor:
+    """Soft-DTW (Q, G) between every query (Q, N, F) and gallery clip (G, M, F), cosine cost on
+    L2-normalised frames; forward only.
+
+    Queries are taken in chunks: per chunk one matrix multiply gives the frame products laid out
+    (N, q, M, G) (gallery clips contiguous, as the kernels want them), then the DP runs on tiles of
+    gallery clips. Memory stays at one chunk, never Q x G x N x M.
+    """
+    if queries.dim() != 3 or gallery.dim() != 3 or queries.shape[2] != gallery.shape[2]:
+        raise FgarError(
+            f"pairwise_soft_dtw: need queries (Q, N, F) and gallery (G, M, F), got "
+            f"{tuple(queries.shape)} and {tuple(gallery.shape)}"
+        )
+    gamma = _check_gamma(gamma, "pairwise_soft_dtw")
+    (Q, N, F), (G, M, _) = queries.shape, gallery.shape
+    band_value = _check_band(band, abs(N - M), "pairwise_soft_dtw")
+    dtype = queries.dtype if queries.dtype in (torch.float32, torch.float64) else torch.float32
+    device = queries.device
+    out = torch.empty(Q, G, dtype=dtype, device=device)
+    if Q == 0 or G == 0:
+        return out.to(queries.dtype)
+    unit_gallery = nn.functional.normalize(gallery.to(device, dtype), dim=-1)
+    gallery_matrix = unit_gallery.permute(2, 1, 0).reshape(F, M * G)  # (F, (j, g))
+    chunk_bytes = _CUDA_CHUNK_BYTES if device.type == "cuda" else _CPU_CHUNK_BYTES
+    chunk = max(1, chunk_bytes // (N * M * G * unit_gallery.element_size()))
+    scale = _scale(gamma, dtype)
+    for start in range(0, Q, chunk):
+        block = nn.functional.normalize(queries[start : start + chunk].to(dtype), dim=-1)
+        q = block.shape[0]
+        dots = (block.permute(1, 0, 2).reshape(N * q, F) @ gallery_matrix).view(N, q, M, G)
+        values = out[start : start + q]
+        if device.type == "cuda":
+            _cuda_gallery(dots, scale, band_value, values)
+        else:
+            cpu.gallery_forward(dots.numpy(), scale, band_value, values.numpy())
+    return out.to(queries.dtype)
+
+
+def _cuda_gallery(dots: Tensor, scale, band: int, values: Tensor) -> None:
+    _, kernels = _cuda_kernels(dots.dtype)
+    numba_cuda, stream, gpu = _launch_args(dots.device)
+    N, q, M, G = dots.shape
+    row = torch.empty(M + 1, q * G, dtype=dots.dtype, device=dots.device)
+    threads = 128
+    blocks = -(-(q * G) // threads)
+    with gpu:
+        d, r, v = (numba_cuda.as_cuda_array(t, sync=False) for t in (dots, row, values))
+        kernels.gallery_forward[blocks, threads, stream](d, scale, band, r, v)
+
+
+class SoftDTW(nn.Module):
+    """Soft-DTW between frame sequences x (B, N, F) and y (B, M, F) with cosine cost, values (B,).
+
+    `normalize=True` gives the soft-DTW divergence D(x, y) - (D(x, x) + D(y, y)) / 2, which is 0
+    for x == y and non-negative (Blondel et al. 2021).
+    """
+
+    def __init__(self, gamma: float, band: int | None = None, normalize: bool = False) -> None:
+        super().__init__()
+        self.gamma, self.band, self.normalize = gamma, band, normalize
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        if not self.normalize:
+            return soft_dtw(cosine_cost(x, y), self.gamma, self.band)
+        B = x.shape[0]
+        if x.shape[1] == y.shape[1]:  # one kernel launch for the three terms
+            costs = torch.cat([cosine_cost(x, y), cosine_cost(x, x), cosine_cost(y, y)])
+            d_xy, d_xx, d_yy = soft_dtw(costs, self.gamma, self.band).split(B)
+        else:
+            d_xy = soft_dtw(cosine_cost(x, y), self.gamma, self.band)
+            d_xx = soft_dtw(cosine_cost(x, x), self.gamma, self.band)
+            d_yy = soft_dtw(cosine_cost(y, y), self.gamma, self.band)
+        return d_xy - (d_xx + d_yy) / 2
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, band={self.band}, normalize={self.normalize}"

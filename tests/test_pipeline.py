@@ -1,0 +1,230 @@
+"""End to end through the six stage commands on a tiny embedded benchmark, plus the ways they fail.
+
+One module-scoped run (3 classes, 32 px, 8 frames, one epoch per stage) feeds all tests, so the
+expensive part happens once. Commands run in-process through `fgar_cli.cli.main`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fgar_cli.artifacts import load_checkpoint, read_h5, write_h5
+from fgar_cli.cli import main
+
+CLIP = ["--num-frames", "8", "--size", "32"]
+
+
+def fgar(*args: str) -> int:
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import os
+
+    os.environ["FGAR_NO_PROGRESS"] = "1"
+    root = tmp_path_factory.mktemp("pipeline")
+    assert fgar("synth", "--out", root / "data", "--classes", "3", "--videos-per-class", "6",
+                "--frames", "24", "--size", "32", "--seed", "5") == 0
+    assert fgar("data", "index", "--format", "diving48", "--root", root / "data", "--out", root / "index.json") == 0
+    assert fgar("data", "split", "--index", root / "index.json", "--fraction", "0.5", "--seed", "0",
+                "--out", root / "split.json") == 0
+    assert fgar("pretrain", "--index", root / "index.json", "--split", root / "split.json", "--out-dir",
+                root / "pre", "--epochs", "1", "--batch-size", "4", *CLIP) == 0
+    assert fgar("fit-labeled", "--index", root / "index.json", "--split", root / "split.json", "--out-dir",
+                root / "fit", "--init-a", root / "pre" / "A0.pt", "--arch-e", "small3d", "--epochs-e", "1",
+                "--epochs-a", "1", *CLIP) == 0
+    return root
+
+
+def test_pretrain_and_fit_write_loadable_checkpoints(run: Path) -> None:
+    a0 = load_checkpoint(run / "pre" / "A0.pt", kind="alignability")
+    e = load_checkpoint(run / "fit" / "E.pt", kind="action")
+    a = load_checkpoint(run / "fit" / "A.pt", kind="alignability")
+    assert a0["epoch"] == 1 and e["epoch"] == 1 and a["epoch"] == 1
+    assert e["class_names"] == a["class_names"] and len(e["class_names"]) == 3
+    # The stored config carries absolute data paths, so later stages need no --index/--split.
+    assert Path(e["config"]["index"]).is_absolute() and e["config"]["num_frames"] == 8
+    # f_A started from the pretrained weights: the transformer differs from a fresh init but the
+    # checkpoint was trained one more epoch, so at least the shapes and keys agree.
+    assert a["state_dict"].keys() == a0["state_dict"].keys()
+
+
+@pytest.mark.parametrize("source", ["collab", "action", "alignability", "verify"])
+def test_pseudolabel_sources_write_consistent_artifacts(run: Path, source: str, capsys) -> None:
+    out = run / f"pl_{source}"
+    assert fgar("pseudolabel", "--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt",
+                "--theta", "0.4", "--source", source, "--out-dir", out) == 0
+    data, attrs = read_h5(out / "pseudo.h5", "fgar.pseudo", 1)
+    p, p_A, p_E = data["p"], data["p_A"], data["p_E"]
+    expected = {"collab": (p_A + p_E) / 2, "action": p_E, "alignability": p_A, "verify": p_E}[source]
+    np.testing.assert_allclose(p, expected, rtol=1e-5)
+    np.testing.assert_array_equal(data["label"], p.argmax(1))
+    accepted = p.max(1) > 0.4
+    if source == "verify":  # f_E's label also needs its class alignability above 0.6
+        accepted &= np.take_along_axis(data["class_alignability"], data["label"][:, None], 1)[:, 0] > 0.6
+    np.testing.assert_array_equal(data["accepted"], accepted)
+    assert attrs["pl_count"] == int(accepted.sum())
+    truth = data["truth"]
+    if accepted.any():
+        assert attrs["pl_accuracy"] == pytest.approx(float((data["label"][accepted] == truth[accepted]).mean()))
+    assert attrs["theta"] == 0.4 and attrs["source"] == source
+    gallery, _ = read_h5(out / "gallery.h5", "fgar.gallery", 1)
+    assert set(gallery["labels"].tolist()) == {0, 1, 2}
+    assert gallery["embeddings"].shape[1:] == (8, 128)
+    assert "pl_count" in capsys.readouterr().out
+
+
+def test_pseudolabel_reuses_a_gallery_and_gets_the_same_labels(run: Path) -> None:
+    out = run / "pl_reuse"
+    assert fgar("pseudolabel", "--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt", "--theta", "0.4",
+                "--gallery", run / "pl_collab" / "gallery.h5", "--out-dir", out) == 0
+    first, _ = read_h5(run / "pl_collab" / "pseudo.h5", "fgar.pseudo", 1)
+    again, _ = read_h5(out / "pseudo.h5", "fgar.pseudo", 1)
+    np.testing.assert_allclose(first["p_A"], again["p_A"], rtol=1e-4, atol=1e-6)
+
+
+def test_selftrain_then_evaluate(run: Path) -> None:
+    out = run / "st"
+    assert fgar("selftrain", "--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt", "--theta", "0.4",
+                "--rounds", "2", "--epochs", "1", "--out-dir", out) == 0
+    for r in (1, 2):
+        assert (out / f"round_{r}" / "pseudo.h5").exists() and (out / f"round_{r}" / "E.pt").exists()
+    summary = json.loads((out / "selftrain.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    assert load_checkpoint(out / "E.pt", kind="action")["round"] == 2
+    assert fgar("evaluate", "--ckpt-e", out / "E.pt", "--ckpt-a", out / "A.pt", "--num-views", "2",
+                "--out-dir", run / "eval") == 0
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    for head in ("action", "alignability", "combined"):
+        assert 0 <= metrics[head]["top1"] <= metrics[head]["top5"] <= 1
+        assert np.array(metrics[head]["confusion"]).sum() == metrics["videos"] - metrics["unreadable"]
+        assert (run / "eval" / f"confusion_{head}.png").read_bytes()[:4] == b"\x89PNG"
+    assert metrics["protocol"].startswith("2 clips x 1 centre crop")
+    preds, _ = read_h5(run / "eval" / "predictions.h5", "fgar.predictions", 1)
+    top1 = float((preds["probs_action"].argmax(1) == preds["labels"]).mean())
+    assert top1 == pytest.approx(metrics["action"]["top1"])
+
+
+def test_interrupted_selftrain_resumes_to_the_same_weights(run: Path, monkeypatch, capsys) -> None:
+    common = ["--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt", "--theta", "0.4",
+              "--rounds", "2", "--epochs", "2"]
+    assert fgar("selftrain", *common, "--out-dir", run / "st_full") == 0
+    import fgar_cli.stages.common as common_mod
+
+    monkeypatch.setattr(common_mod, "_epochs_this_process", 0)
+    monkeypatch.setenv("FGAR_INTERRUPT_AFTER_EPOCHS", "3")  # round 1 E done (2), A at epoch 1 of 2
+    assert fgar("selftrain", *common, "--out-dir", run / "st_cut") == 1
+    assert "rerun with --resume" in one_error_line(capsys)
+    assert not (run / "st_cut" / "round_1" / "A.pt").exists()
+    monkeypatch.delenv("FGAR_INTERRUPT_AFTER_EPOCHS")
+    assert fgar("selftrain", *common, "--out-dir", run / "st_cut", "--resume") == 0
+    for name in ("E.pt", "A.pt"):
+        full = load_checkpoint(run / "st_full" / name)["state_dict"]
+        cut = load_checkpoint(run / "st_cut" / name)["state_dict"]
+        for key in full:
+            torch.testing.assert_close(cut[key], full[key], rtol=0, atol=0, msg=f"{name} {key}")
+
+
+def test_openworld_sets_novel_clips_aside(run: Path) -> None:
+    assert fgar("data", "split", "--index", run / "index.json", "--fraction", "0.5", "--seed", "1",
+                "--known-classes", "2", "--out", run / "ow_split.json") == 0
+    assert fgar("fit-labeled", "--index", run / "index.json", "--split", run / "ow_split.json", "--out-dir",
+                run / "ow_fit", "--arch-e", "small3d", "--epochs-e", "1", "--epochs-a", "1", *CLIP) == 0
+    assert fgar("openworld", "--ckpt-a", run / "ow_fit" / "A.pt", "--ckpt-e", run / "ow_fit" / "E.pt",
+                "--theta", "0.3", "--rounds", "1", "--epochs", "1", "--novel-threshold", "0.5",
+                "--out-dir", run / "ow") == 0
+    metrics = json.loads((run / "ow" / "metrics.json").read_text())
+    assert metrics["known_classes"] == 2 and metrics["novel_threshold"] == 0.5
+    pl, _ = read_h5(run / "ow" / "round_1" / "pseudo.h5", "fgar.pseudo", 1)
+    assert (pl["truth"] == -1).any()  # the unlabeled set holds clips of the unknown class
+    np.testing.assert_array_equal(pl["novel"], pl["max_alignability"] < 0.5)
+    assert not (pl["accepted"] & pl["novel"]).any()
+    rej = metrics["novel_rejection_round1"]
+    assert rej["novel_clips"] == int((pl["truth"] == -1).sum())
+    assert 0 <= rej["auroc"] <= 1
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_f_A_checkpoint_given_as_f_E(run: Path, capsys) -> None:
+    assert fgar("pseudolabel", "--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "A.pt") == 1
+    line = one_error_line(capsys)
+    assert "A.pt" in line and "'alignability' checkpoint, but a 'action' checkpoint is needed" in line
+
+
+def test_pretrain_f_A_has_no_class_set(run: Path, capsys) -> None:
+    assert fgar("pseudolabel", "--ckpt-a", run / "pre" / "A0.pt", "--ckpt-e", run / "fit" / "E.pt") == 1
+    assert "no class set" in one_error_line(capsys)
+
+
+def test_class_sets_that_differ_between_checkpoints(run: Path, capsys) -> None:
+    ckpt = load_checkpoint(run / "fit" / "A.pt")
+    ckpt["class_names"] = ckpt["class_names"][:2]
+    torch.save(ckpt, run / "A_two.pt")
+    assert fgar("pseudolabel", "--ckpt-a", run / "A_two.pt", "--ckpt-e", run / "fit" / "E.pt") == 1
+    assert "classes differ" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("theta", ["1.5", "-0.1"])
+def test_theta_outside_unit_interval(run: Path, theta: str, capsys) -> None:
+    assert fgar("pseudolabel", "--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt",
+                "--theta", theta) == 1
+    assert "theta" in one_error_line(capsys)
+
+
+def test_empty_unlabeled_split(run: Path, capsys) -> None:
+    assert fgar("data", "split", "--index", run / "index.json", "--fraction", "1.0", "--out", run / "all.json") == 0
+    capsys.readouterr()
+    assert fgar("pseudolabel", "--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt",
+                "--split", run / "all.json", "--out-dir", run / "pl_empty") == 1
+    assert "unlabeled split is empty" in one_error_line(capsys)
+    assert not (run / "pl_empty" / "pseudo.h5").exists()
+
+
+def test_gallery_missing_a_class(run: Path, capsys) -> None:
+    data, _ = read_h5(run / "pl_collab" / "gallery.h5", "fgar.gallery", 1)
+    keep = data["labels"] != 2
+    write_h5(run / "gallery_no2.h5", "fgar.gallery", 1,
+             {"embeddings": data["embeddings"][keep], "labels": data["labels"][keep],
+              "video_ids": list(data["video_ids"][keep]), "class_names": list(data["class_names"])})
+    assert fgar("pseudolabel", "--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt",
+                "--gallery", run / "gallery_no2.h5", "--out-dir", run / "pl_bad") == 1
+    line = one_error_line(capsys)
+    assert "gallery_no2.h5" in line and "no member of class" in line
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(run: Path, monkeypatch, capsys) -> None:
+    def fit(out: Path, epochs: str) -> int:
+        return fgar("fit-labeled", "--index", run / "index.json", "--split", run / "split.json", "--out-dir", out,
+                    "--arch-e", "small3d", "--epochs-e", epochs, "--epochs-a", "0", *CLIP)
+
+    assert fit(run / "nan_ref", "1") == 0  # what epoch 1 gives (the learning rate of epoch 1 is the same)
+    monkeypatch.setenv("FGAR_FAULT_NAN", "f_E labeled 2/2")  # the loss turns NaN in epoch 2
+    assert fit(run / "nan", "2") == 1
+    line = one_error_line(capsys)
+    assert "loss became nan" in line and "E_last.pt" in line
+    assert not (run / "nan" / "E.pt").exists()
+    kept = load_checkpoint(run / "nan" / "E_last.pt")
+    assert kept["epoch"] == 1
+    reference = load_checkpoint(run / "nan_ref" / "E_last.pt")["state_dict"]
+    for key, value in reference.items():
+        torch.testing.assert_close(kept["state_dict"][key], value, rtol=0, atol=0)
