@@ -96,6 +96,9 @@ class ClipOptions(Config):
     split: str | None = Field(None, description="label split JSON (fgar data split)")
     num_frames: int = Field(16, ge=1, le=512, description="frames per clip, T")
     size: int = Field(112, ge=16, le=1024, description="square crop size in pixels")
+    hflip: bool = Field(
+        True, description="random horizontal flips in training (off where left/right decides the class)"
+    )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     seed: int = 0

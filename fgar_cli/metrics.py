@@ -27,7 +27,9 @@ def classification_metrics(probs: np.ndarray, truth: np.ndarray, class_names: li
         "top1": float((pred == truth).mean()) if len(truth) else float("nan"),
         "top5": float((topk == truth[:, None]).any(1).mean()) if len(truth) else float("nan"),
         "mean_class_accuracy": float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan"),
-        "per_class_accuracy": {name: (None if np.isnan(a) else float(a)) for name, a in zip(class_names, per_class, strict=True)},
+        "per_class_accuracy": {
+            name: (None if np.isnan(a) else float(a)) for name, a in zip(class_names, per_class, strict=True)
+        },
         "confusion": confusion.tolist(),
         "clips": int(len(truth)),
     }

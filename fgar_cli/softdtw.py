@@ -17,6 +17,7 @@ and float64 are computed in their own precision; other float types in float32.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -35,12 +36,17 @@ def _cuda_kernels(dtype: torch.dtype):
     return cuda, cuda.kernels_for(np.float32 if dtype == torch.float32 else np.float64)
 
 
-def _launch_args(device: torch.device):
-    """numba.cuda, torch's current stream as a numba stream, and the device as a numba context."""
+def _launch(kernel, blocks: int, threads: int, device: torch.device, *args) -> None:
+    """Launch a numba-cuda kernel on torch's current stream of `device`. Tensors are handed over
+    as views (no copy, no synchronisation); small grids are expected (one block per pair)."""
     from numba import cuda
 
-    stream = cuda.external_stream(torch.cuda.current_stream(device).cuda_stream)
-    return cuda, stream, cuda.gpus[device.index if device.index is not None else torch.cuda.current_device()]
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    with cuda.gpus[index], warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Grid size")
+        stream = cuda.external_stream(torch.cuda.current_stream(device).cuda_stream)
+        views = [cuda.as_cuda_array(a, sync=False) if isinstance(a, Tensor) else a for a in args]
+        kernel[blocks, threads, stream](*views)
 
 
 def _scale(gamma: float, dtype: torch.dtype):
@@ -130,27 +136,22 @@ def _cpu_backward(weights: Tensor, lens: Tensor, band: int, grad_out: Tensor, sh
 
 def _cuda_forward(cost: Tensor, gamma: float, band: int, lens: Tensor, need_grad: bool):
     module, kernels = _cuda_kernels(cost.dtype)
-    numba_cuda, stream, gpu = _launch_args(cost.device)
     B, N, M = cost.shape
     out = torch.empty(B, dtype=cost.dtype, device=cost.device)
     row_buf = torch.empty(B, M + 2, dtype=cost.dtype, device=cost.device)
     shape = (B, module.n_row_tiles(N), 3, M + module.WARP - 1, module.WARP) if need_grad else (1,) * 5
     weights = torch.empty(shape, dtype=cost.dtype, device=cost.device)
-    with gpu:
-        c, ln, w, rb, o = (numba_cuda.as_cuda_array(t, sync=False) for t in (cost, lens, weights, row_buf, out))
-        kernels.forward[B, module.WARP, stream](c, ln, _scale(gamma, cost.dtype), band, need_grad, w, rb, o)
+    scale = _scale(gamma, cost.dtype)
+    _launch(kernels.forward, B, module.WARP, cost.device, cost, lens, scale, band, need_grad, weights, row_buf, out)
     return out, (weights if need_grad else None)
 
 
 def _cuda_backward(weights: Tensor, lens: Tensor, band: int, grad_out: Tensor, shape) -> Tensor:
     module, kernels = _cuda_kernels(weights.dtype)
-    numba_cuda, stream, gpu = _launch_args(weights.device)
     B, N, M = shape
     grad = torch.zeros(shape, dtype=weights.dtype, device=weights.device)
     row_buf = torch.empty(B, M + 2, dtype=weights.dtype, device=weights.device)
-    with gpu:
-        w, ln, g, rb, o = (numba_cuda.as_cuda_array(t, sync=False) for t in (weights, lens, grad_out, row_buf, grad))
-        kernels.backward[B, module.WARP, stream](w, ln, band, g, rb, o)
+    _launch(kernels.backward, B, module.WARP, weights.device, weights, lens, band, grad_out, row_buf, grad)
     return grad
 
 
@@ -174,9 +175,9 @@ def soft_dtw(cost: Tensor, gamma: float, band: int | None = None, lengths: Tenso
 
 
 class _CosineCost(torch.autograd.Function):
-    """1 - cos with a hand-written backward: autograd through F.normalize takes about twice the
-    time (a dozen elementwise passes over the frames), and at T = 32, F = 128 the cost's three
-    matmuls and normalisation are most of a training step's soft-DTW time."""
+    """1 - cos with a hand-written backward: autograd through F.normalize took 1.5 to 2 times as long
+    (a dozen elementwise passes over the frames), and at T = 32, F = 128 the cost's three matmuls
+    and normalisation are most of a training step's soft-DTW time (docs/PERFORMANCE.md)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, y: Tensor) -> Tensor:
@@ -248,21 +249,17 @@ def pairwise_soft_dtw(queries: Tensor, gallery: Tensor, gamma: float, band: int 
 
 def _cuda_gallery(dots: Tensor, scale, band: int, values: Tensor) -> None:
     _, kernels = _cuda_kernels(dots.dtype)
-    numba_cuda, stream, gpu = _launch_args(dots.device)
     N, q, M, G = dots.shape
     row = torch.empty(M + 1, q * G, dtype=dots.dtype, device=dots.device)
     threads = 128
-    blocks = -(-(q * G) // threads)
-    with gpu:
-        d, r, v = (numba_cuda.as_cuda_array(t, sync=False) for t in (dots, row, values))
-        kernels.gallery_forward[blocks, threads, stream](d, scale, band, r, v)
+    _launch(kernels.gallery_forward, -(-(q * G) // threads), threads, dots.device, dots, scale, band, row, values)
 
 
 class SoftDTW(nn.Module):
     """Soft-DTW between frame sequences x (B, N, F) and y (B, M, F) with cosine cost, values (B,).
 
-    `normalize=True` gives the soft-DTW divergence D(x, y) - (D(x, x) + D(y, y)) / 2, which is 0
-    for x == y and non-negative (Blondel et al. 2021).
+    `normalize=True` gives the soft-DTW divergence D(x, y) - (D(x, x) + D(y, y)) / 2 (Blondel et al.
+    2021): 0 for x == y, and non-negative for this cost (exp(-C / gamma) is a positive definite kernel).
     """
 
     def __init__(self, gamma: float, band: int | None = None, normalize: bool = False) -> None:

@@ -6,7 +6,6 @@ summaries, and maps `supervised`, `confidence_pl`, `finepseudo` to their metrics
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -59,8 +58,14 @@ def print_table(summary: dict[str, Any]) -> None:
     for col in ("arm", "top1", "top5", "mean class acc", "PL count", "PL accuracy"):
         table.add_column(col)
     for arm, row in summary.items():
-        table.add_row(arm, fmt(row["top1"]), fmt(row["top5"]), fmt(row["mean_class_accuracy"]),
-                      fmt(row.get("pl_count")), fmt(row.get("pl_accuracy")))
+        table.add_row(
+            arm,
+            fmt(row["top1"]),
+            fmt(row["top5"]),
+            fmt(row["mean_class_accuracy"]),
+            fmt(row.get("pl_count")),
+            fmt(row.get("pl_accuracy")),
+        )
     Console().print(table)
 
 

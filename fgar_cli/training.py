@@ -131,18 +131,24 @@ def train_gitdl_epoch(
 
 
 @torch.no_grad()
-def embed_clips(model: nn.Module, loader: DataLoader, device: torch.device, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_clips(
+    model: nn.Module, loader: DataLoader, device: torch.device, what: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """f_A embeddings (N, V, T, F) in dataset order, and a (N,) mask of clips that decoded."""
     return _run_inference(model, loader, device, what, lambda out: out.float())
 
 
 @torch.no_grad()
-def predict_clips(model: nn.Module, loader: DataLoader, device: torch.device, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_clips(
+    model: nn.Module, loader: DataLoader, device: torch.device, what: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """f_E class probabilities (N, V, C) in dataset order, and a (N,) mask of clips that decoded."""
     return _run_inference(model, loader, device, what, lambda out: out.float().softmax(-1))
 
 
-def _run_inference(model: nn.Module, loader: DataLoader, device: torch.device, what: str, post) -> tuple[torch.Tensor, torch.Tensor]:
+def _run_inference(
+    model: nn.Module, loader: DataLoader, device: torch.device, what: str, post
+) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
     n = len(loader.dataset)
     result: torch.Tensor | None = None

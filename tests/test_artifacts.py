@@ -26,11 +26,18 @@ def test_h5_round_trip_keeps_values_strings_and_provenance(tmp_path: Path) -> No
     src = tmp_path / "input.bin"
     src.write_bytes(b"abc")
     emb = np.random.default_rng(0).normal(size=(3, 4, 5)).astype(np.float32)
-    write_h5(tmp_path / "g.h5", "fgar.gallery", 1,
-             {"embeddings": emb, "labels": np.array([0, 1, 1]), "video_ids": ["a", "b", "ç"]},
-             attrs={"theta": 0.8}, config={"gamma": 0.1}, inputs=[src])
-    data, attrs = read_h5(tmp_path / "g.h5", "fgar.gallery", 1,
-                          {"embeddings": (3, "f"), "labels": (1, "i"), "video_ids": (1, "S")})
+    write_h5(
+        tmp_path / "g.h5",
+        "fgar.gallery",
+        1,
+        {"embeddings": emb, "labels": np.array([0, 1, 1]), "video_ids": ["a", "b", "ç"]},
+        attrs={"theta": 0.8},
+        config={"gamma": 0.1},
+        inputs=[src],
+    )
+    data, attrs = read_h5(
+        tmp_path / "g.h5", "fgar.gallery", 1, {"embeddings": (3, "f"), "labels": (1, "i"), "video_ids": (1, "S")}
+    )
     np.testing.assert_array_equal(data["embeddings"], emb)
     assert list(data["video_ids"]) == ["a", "b", "ç"]
     assert attrs["theta"] == 0.8

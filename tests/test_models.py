@@ -228,8 +228,22 @@ def test_score_head_calibration_separates_class_means():
     head.calibrate_(D, labels, logit_range=4.0)
     assert bool(head.calibrated)
     assert head.logit(torch.tensor(4.0)).item() == pytest.approx(0.0, abs=1e-5)  # midway between 2 and 6
-    assert head.logit(torch.tensor(2.0)).item() == pytest.approx(2.0, rel=1e-4)
-    assert head.logit(torch.tensor(6.0)).item() == pytest.approx(-2.0, rel=1e-4)
+    # The slope maps the standard deviation of the off-diagonal distances to 4 logits (not the gap
+    # between class means, which is tiny for untrained features and would give extreme logits).
+    spread = D[~torch.eye(4, dtype=torch.bool)].std().item()
+    assert head.slope.item() == pytest.approx(-4.0 / spread, rel=1e-4)
+    assert head.logit(torch.tensor(2.0)).item() == pytest.approx(2.0 * 4.0 / spread, rel=1e-4)
+
+
+def test_score_head_calibration_keeps_logits_moderate_when_classes_do_not_separate_yet():
+    labels = torch.tensor([0, 0, 1, 1])
+    rng = torch.Generator().manual_seed(0)
+    D = 5.0 + torch.rand(4, 4, generator=rng)
+    D = (D + D.T) / 2
+    head = ScoreHead()
+    head.calibrate_(D, labels, logit_range=4.0)
+    off = ~torch.eye(4, dtype=torch.bool)
+    assert head.logit(D[off]).abs().max().item() < 8.0
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -41,16 +41,78 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     os.environ["FGAR_NO_PROGRESS"] = "1"
     root = tmp_path_factory.mktemp("pipeline")
-    assert fgar("synth", "--out", root / "data", "--classes", "3", "--videos-per-class", "6",
-                "--frames", "24", "--size", "32", "--seed", "5") == 0
+    assert (
+        fgar(
+            "synth",
+            "--out",
+            root / "data",
+            "--classes",
+            "3",
+            "--videos-per-class",
+            "6",
+            "--frames",
+            "24",
+            "--size",
+            "32",
+            "--seed",
+            "5",
+        )
+        == 0
+    )
     assert fgar("data", "index", "--format", "diving48", "--root", root / "data", "--out", root / "index.json") == 0
-    assert fgar("data", "split", "--index", root / "index.json", "--fraction", "0.5", "--seed", "0",
-                "--out", root / "split.json") == 0
-    assert fgar("pretrain", "--index", root / "index.json", "--split", root / "split.json", "--out-dir",
-                root / "pre", "--epochs", "1", "--batch-size", "4", *CLIP) == 0
-    assert fgar("fit-labeled", "--index", root / "index.json", "--split", root / "split.json", "--out-dir",
-                root / "fit", "--init-a", root / "pre" / "A0.pt", "--arch-e", "small3d", "--epochs-e", "1",
-                "--epochs-a", "1", *CLIP) == 0
+    assert (
+        fgar(
+            "data",
+            "split",
+            "--index",
+            root / "index.json",
+            "--fraction",
+            "0.5",
+            "--seed",
+            "0",
+            "--out",
+            root / "split.json",
+        )
+        == 0
+    )
+    assert (
+        fgar(
+            "pretrain",
+            "--index",
+            root / "index.json",
+            "--split",
+            root / "split.json",
+            "--out-dir",
+            root / "pre",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            *CLIP,
+        )
+        == 0
+    )
+    assert (
+        fgar(
+            "fit-labeled",
+            "--index",
+            root / "index.json",
+            "--split",
+            root / "split.json",
+            "--out-dir",
+            root / "fit",
+            "--init-a",
+            root / "pre" / "A0.pt",
+            "--arch-e",
+            "small3d",
+            "--epochs-e",
+            "1",
+            "--epochs-a",
+            "1",
+            *CLIP,
+        )
+        == 0
+    )
     return root
 
 
@@ -70,8 +132,22 @@ def test_pretrain_and_fit_write_loadable_checkpoints(run: Path) -> None:
 @pytest.mark.parametrize("source", ["collab", "action", "alignability", "verify"])
 def test_pseudolabel_sources_write_consistent_artifacts(run: Path, source: str, capsys) -> None:
     out = run / f"pl_{source}"
-    assert fgar("pseudolabel", "--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt",
-                "--theta", "0.4", "--source", source, "--out-dir", out) == 0
+    assert (
+        fgar(
+            "pseudolabel",
+            "--ckpt-a",
+            run / "fit" / "A.pt",
+            "--ckpt-e",
+            run / "fit" / "E.pt",
+            "--theta",
+            "0.4",
+            "--source",
+            source,
+            "--out-dir",
+            out,
+        )
+        == 0
+    )
     data, attrs = read_h5(out / "pseudo.h5", "fgar.pseudo", 1)
     p, p_A, p_E = data["p"], data["p_A"], data["p_E"]
     expected = {"collab": (p_A + p_E) / 2, "action": p_E, "alignability": p_A, "verify": p_E}[source]
@@ -94,8 +170,22 @@ def test_pseudolabel_sources_write_consistent_artifacts(run: Path, source: str, 
 
 def test_pseudolabel_reuses_a_gallery_and_gets_the_same_labels(run: Path) -> None:
     out = run / "pl_reuse"
-    assert fgar("pseudolabel", "--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt", "--theta", "0.4",
-                "--gallery", run / "pl_collab" / "gallery.h5", "--out-dir", out) == 0
+    assert (
+        fgar(
+            "pseudolabel",
+            "--ckpt-a",
+            run / "fit" / "A.pt",
+            "--ckpt-e",
+            run / "fit" / "E.pt",
+            "--theta",
+            "0.4",
+            "--gallery",
+            run / "pl_collab" / "gallery.h5",
+            "--out-dir",
+            out,
+        )
+        == 0
+    )
     first, _ = read_h5(run / "pl_collab" / "pseudo.h5", "fgar.pseudo", 1)
     again, _ = read_h5(out / "pseudo.h5", "fgar.pseudo", 1)
     np.testing.assert_allclose(first["p_A"], again["p_A"], rtol=1e-4, atol=1e-6)
@@ -103,15 +193,43 @@ def test_pseudolabel_reuses_a_gallery_and_gets_the_same_labels(run: Path) -> Non
 
 def test_selftrain_then_evaluate(run: Path) -> None:
     out = run / "st"
-    assert fgar("selftrain", "--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt", "--theta", "0.4",
-                "--rounds", "2", "--epochs", "1", "--out-dir", out) == 0
+    assert (
+        fgar(
+            "selftrain",
+            "--ckpt-a",
+            run / "fit" / "A.pt",
+            "--ckpt-e",
+            run / "fit" / "E.pt",
+            "--theta",
+            "0.4",
+            "--rounds",
+            "2",
+            "--epochs",
+            "1",
+            "--out-dir",
+            out,
+        )
+        == 0
+    )
     for r in (1, 2):
         assert (out / f"round_{r}" / "pseudo.h5").exists() and (out / f"round_{r}" / "E.pt").exists()
     summary = json.loads((out / "selftrain.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [1, 2]
     assert load_checkpoint(out / "E.pt", kind="action")["round"] == 2
-    assert fgar("evaluate", "--ckpt-e", out / "E.pt", "--ckpt-a", out / "A.pt", "--num-views", "2",
-                "--out-dir", run / "eval") == 0
+    assert (
+        fgar(
+            "evaluate",
+            "--ckpt-e",
+            out / "E.pt",
+            "--ckpt-a",
+            out / "A.pt",
+            "--num-views",
+            "2",
+            "--out-dir",
+            run / "eval",
+        )
+        == 0
+    )
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     for head in ("action", "alignability", "combined"):
         assert 0 <= metrics[head]["top1"] <= metrics[head]["top5"] <= 1
@@ -124,8 +242,18 @@ def test_selftrain_then_evaluate(run: Path) -> None:
 
 
 def test_interrupted_selftrain_resumes_to_the_same_weights(run: Path, monkeypatch, capsys) -> None:
-    common = ["--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt", "--theta", "0.4",
-              "--rounds", "2", "--epochs", "2"]
+    common = [
+        "--ckpt-a",
+        run / "fit" / "A.pt",
+        "--ckpt-e",
+        run / "fit" / "E.pt",
+        "--theta",
+        "0.4",
+        "--rounds",
+        "2",
+        "--epochs",
+        "2",
+    ]
     assert fgar("selftrain", *common, "--out-dir", run / "st_full") == 0
     import fgar_cli.stages.common as common_mod
 
@@ -144,13 +272,62 @@ def test_interrupted_selftrain_resumes_to_the_same_weights(run: Path, monkeypatc
 
 
 def test_openworld_sets_novel_clips_aside(run: Path) -> None:
-    assert fgar("data", "split", "--index", run / "index.json", "--fraction", "0.5", "--seed", "1",
-                "--known-classes", "2", "--out", run / "ow_split.json") == 0
-    assert fgar("fit-labeled", "--index", run / "index.json", "--split", run / "ow_split.json", "--out-dir",
-                run / "ow_fit", "--arch-e", "small3d", "--epochs-e", "1", "--epochs-a", "1", *CLIP) == 0
-    assert fgar("openworld", "--ckpt-a", run / "ow_fit" / "A.pt", "--ckpt-e", run / "ow_fit" / "E.pt",
-                "--theta", "0.3", "--rounds", "1", "--epochs", "1", "--novel-threshold", "0.5",
-                "--out-dir", run / "ow") == 0
+    assert (
+        fgar(
+            "data",
+            "split",
+            "--index",
+            run / "index.json",
+            "--fraction",
+            "0.5",
+            "--seed",
+            "1",
+            "--known-classes",
+            "2",
+            "--out",
+            run / "ow_split.json",
+        )
+        == 0
+    )
+    assert (
+        fgar(
+            "fit-labeled",
+            "--index",
+            run / "index.json",
+            "--split",
+            run / "ow_split.json",
+            "--out-dir",
+            run / "ow_fit",
+            "--arch-e",
+            "small3d",
+            "--epochs-e",
+            "1",
+            "--epochs-a",
+            "1",
+            *CLIP,
+        )
+        == 0
+    )
+    assert (
+        fgar(
+            "openworld",
+            "--ckpt-a",
+            run / "ow_fit" / "A.pt",
+            "--ckpt-e",
+            run / "ow_fit" / "E.pt",
+            "--theta",
+            "0.3",
+            "--rounds",
+            "1",
+            "--epochs",
+            "1",
+            "--novel-threshold",
+            "0.5",
+            "--out-dir",
+            run / "ow",
+        )
+        == 0
+    )
     metrics = json.loads((run / "ow" / "metrics.json").read_text())
     assert metrics["known_classes"] == 2 and metrics["novel_threshold"] == 0.5
     pl, _ = read_h5(run / "ow" / "round_1" / "pseudo.h5", "fgar.pseudo", 1)
@@ -186,16 +363,29 @@ def test_class_sets_that_differ_between_checkpoints(run: Path, capsys) -> None:
 
 @pytest.mark.parametrize("theta", ["1.5", "-0.1"])
 def test_theta_outside_unit_interval(run: Path, theta: str, capsys) -> None:
-    assert fgar("pseudolabel", "--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt",
-                "--theta", theta) == 1
+    assert (
+        fgar("pseudolabel", "--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt", "--theta", theta) == 1
+    )
     assert "theta" in one_error_line(capsys)
 
 
 def test_empty_unlabeled_split(run: Path, capsys) -> None:
     assert fgar("data", "split", "--index", run / "index.json", "--fraction", "1.0", "--out", run / "all.json") == 0
     capsys.readouterr()
-    assert fgar("pseudolabel", "--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt",
-                "--split", run / "all.json", "--out-dir", run / "pl_empty") == 1
+    assert (
+        fgar(
+            "pseudolabel",
+            "--ckpt-a",
+            run / "fit" / "A.pt",
+            "--ckpt-e",
+            run / "fit" / "E.pt",
+            "--split",
+            run / "all.json",
+            "--out-dir",
+            run / "pl_empty",
+        )
+        == 1
+    )
     assert "unlabeled split is empty" in one_error_line(capsys)
     assert not (run / "pl_empty" / "pseudo.h5").exists()
 
@@ -203,19 +393,53 @@ def test_empty_unlabeled_split(run: Path, capsys) -> None:
 def test_gallery_missing_a_class(run: Path, capsys) -> None:
     data, _ = read_h5(run / "pl_collab" / "gallery.h5", "fgar.gallery", 1)
     keep = data["labels"] != 2
-    write_h5(run / "gallery_no2.h5", "fgar.gallery", 1,
-             {"embeddings": data["embeddings"][keep], "labels": data["labels"][keep],
-              "video_ids": list(data["video_ids"][keep]), "class_names": list(data["class_names"])})
-    assert fgar("pseudolabel", "--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt",
-                "--gallery", run / "gallery_no2.h5", "--out-dir", run / "pl_bad") == 1
+    write_h5(
+        run / "gallery_no2.h5",
+        "fgar.gallery",
+        1,
+        {
+            "embeddings": data["embeddings"][keep],
+            "labels": data["labels"][keep],
+            "video_ids": list(data["video_ids"][keep]),
+            "class_names": list(data["class_names"]),
+        },
+    )
+    assert (
+        fgar(
+            "pseudolabel",
+            "--ckpt-a",
+            run / "fit" / "A.pt",
+            "--ckpt-e",
+            run / "fit" / "E.pt",
+            "--gallery",
+            run / "gallery_no2.h5",
+            "--out-dir",
+            run / "pl_bad",
+        )
+        == 1
+    )
     line = one_error_line(capsys)
     assert "gallery_no2.h5" in line and "no member of class" in line
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(run: Path, monkeypatch, capsys) -> None:
     def fit(out: Path, epochs: str) -> int:
-        return fgar("fit-labeled", "--index", run / "index.json", "--split", run / "split.json", "--out-dir", out,
-                    "--arch-e", "small3d", "--epochs-e", epochs, "--epochs-a", "0", *CLIP)
+        return fgar(
+            "fit-labeled",
+            "--index",
+            run / "index.json",
+            "--split",
+            run / "split.json",
+            "--out-dir",
+            out,
+            "--arch-e",
+            "small3d",
+            "--epochs-e",
+            epochs,
+            "--epochs-a",
+            "0",
+            *CLIP,
+        )
 
     assert fit(run / "nan_ref", "1") == 0  # what epoch 1 gives (the learning rate of epoch 1 is the same)
     monkeypatch.setenv("FGAR_FAULT_NAN", "f_E labeled 2/2")  # the loss turns NaN in epoch 2

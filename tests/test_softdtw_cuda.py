@@ -1,5 +1,6 @@
 """The numba-cuda soft-DTW kernels: run under numba's CUDA simulator against the CPU kernels, and
-compiled to PTX for sm_80 and sm_90 with no double precision in the float32 kernels. A real GPU, where
+compiled to PTX for sm_80 and sm_90 with no double precision in the float32 kernels; the torch glue of
+fgar_cli.softdtw runs its kernels in the simulator too. A real GPU, where
 there is one, runs the torch-level API against the CPU."""
 
 from __future__ import annotations
@@ -62,6 +63,30 @@ SIMULATOR_SCRIPT = textwrap.dedent(
         want = np.empty(Q * G, np.float32)
         cpu.forward(cost, np.array([[N, M]] * (Q * G)), scale, band, want)
         np.testing.assert_allclose(got.reshape(-1), want, rtol=1e-5)
+
+    # the torch glue of fgar_cli.softdtw (allocation, argument order), launching in the simulator
+    import torch
+    from fgar_cli import softdtw
+
+    def simulated_launch(kernel, blocks, threads, device, *args):
+        kernel[blocks, threads](*(a.numpy() if isinstance(a, torch.Tensor) else a for a in args))
+
+    softdtw._launch = simulated_launch
+    cost = torch.rand(3, 35, 30, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([[35, 30], [33, 29], [4, 2]])
+    want = softdtw.soft_dtw(cost, 0.3, 6, lengths)
+    (want_grad,) = torch.autograd.grad(want.sum(), cost)
+    lens, _ = softdtw._lengths(cost, lengths)
+    got, weights = softdtw._cuda_forward(cost.detach(), 0.3, 6, lens, True)
+    got_grad = softdtw._cuda_backward(weights, lens, 6, torch.ones(3, dtype=torch.float64), cost.shape)
+    torch.testing.assert_close(got, want.detach())
+    torch.testing.assert_close(got_grad, want_grad)
+    queries, clips = torch.randn(3, 5, 8), torch.randn(4, 6, 8)
+    unit_q, unit_g = torch.nn.functional.normalize(queries, dim=-1), torch.nn.functional.normalize(clips, dim=-1)
+    dots = torch.einsum("qif,gjf->iqjg", unit_q, unit_g).contiguous()
+    values = torch.empty(3, 4)
+    softdtw._cuda_gallery(dots, softdtw._scale(0.2, torch.float32), 2, values)
+    torch.testing.assert_close(values, softdtw.pairwise_soft_dtw(queries, clips, 0.2, 2), rtol=1e-5, atol=1e-5)
     print("simulator ok")
     """
 )

@@ -142,9 +142,12 @@ def test_default_classes_are_fine_grained() -> None:
 def test_overwrite_replaces_an_earlier_set(tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "set"
     synth.generate(out, seed=0, classes=3, videos_per_class=3, frames=16, size=32)
+    assert read_json(out / synth.META_JSON)["complete"] is True
+    (out / "rgb" / ".synth0_00042.mp4.x1y2.tmp").write_bytes(b"left by a killed run")
     synth.generate(out, seed=2, classes=2, videos_per_class=1, frames=16, size=32, overwrite=True)
     names = {e["vid_name"] for e in all_entries(out)}
-    assert len(names) == 2 and {p.stem for p in (out / "rgb").iterdir()} == names
+    assert len(names) == 2 and {p.name for p in (out / "rgb").iterdir()} == {f"{n}.mp4" for n in names}
+    assert read_json(out / synth.META_JSON)["settings"]["seed"] == 2
 
 
 # --------------------------------------------------------------------------- CLI
@@ -190,6 +193,13 @@ def test_cli_refuses_a_non_empty_folder(tmp_path: Path, capsys: pytest.CaptureFi
     assert (tmp_path / "d" / "notes.txt").read_text() == "mine"
 
 
+def test_cli_reports_an_output_folder_it_cannot_create(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a_file").write_text("")
+    code, text = run_fgar(["synth", "--out", str(tmp_path / "a_file" / "d")], capsys)
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1 and "cannot create" in errors[0] and "Traceback" not in text
+
+
 # --------------------------------------------------------------------------- the property
 
 
@@ -207,5 +217,5 @@ def test_dtw_separates_classes_that_pooled_features_do_not(tmp_path: Path) -> No
     result = load_benchmark().separability(tmp_path / "d")
     assert result["test"] == 18 and result["chance"] == pytest.approx(1 / 6)
     assert result["dtw_1nn"] >= result["pooled_1nn"] + 0.25, result
-    assert result["dtw_1nn"] >= result["middle_frame_1nn"] + 0.2, result
+    assert result["dtw_1nn"] >= result["middle_frame_1nn"] + 0.15, result
     assert result["pooled_1nn"] < 2 * result["chance"], result

@@ -107,7 +107,7 @@ def fit_labeled_cmd(
 ) -> None:
     """Train f_E (cross-entropy) and f_A (L_AV = L_AT + omega L_Score) on the labeled split.
 
-    Example: fgar fit-labeled --index run/index.json --split run/split.json --init-a run/pretrain/A0.pt --out-dir run/fit
+    Example: fgar fit-labeled --index run/index.json --split run/split.json --init-a run/pre/A0.pt --out-dir run/fit
     """
     from fgar_cli.stages.fit_labeled import fit_labeled
 
@@ -127,7 +127,9 @@ def pseudolabel_cmd(
     gallery: str = typer.Option(None, "--gallery", help="Reuse this gallery.h5 instead of embedding D_l."),
     index: str = typer.Option(None, "--index", help="Default: the index stored in --ckpt-e."),
     split: str = typer.Option(None, "--split", help="Default: the split stored in --ckpt-e."),
-    out_dir: Path = typer.Option(None, "--out-dir", help="Where gallery.h5 and pseudo.h5 go (default: beside --ckpt-e)."),
+    out_dir: Path = typer.Option(
+        None, "--out-dir", help="Where gallery.h5 and pseudo.h5 go (default: beside --ckpt-e)."
+    ),
     device: str = DEVICE,
     seed: int = SEED,
     config: Path = CONFIG,
@@ -178,7 +180,9 @@ def selftrain_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     ckpt_e: str = CKPT_E,
-    ckpt_a: str = typer.Option(None, "--ckpt-a", help="Also score f_A's non-parametric classifier and the combination."),
+    ckpt_a: str = typer.Option(
+        None, "--ckpt-a", help="Also score f_A's non-parametric classifier and the combination."
+    ),
     out_dir: Path = typer.Option(None, "--out-dir", help="Writes metrics.json, predictions.h5, confusion_*.png."),
     num_views: int = typer.Option(None, "--num-views", help="Clips per video, averaged (default 3)."),
     subset: str = typer.Option(None, "--subset", help="test (default), unlabeled or labeled."),

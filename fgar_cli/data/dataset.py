@@ -62,6 +62,7 @@ class ClipDataset(Dataset):
         std: tuple[float, float, float] = KINETICS_STD,
         bgr: bool = False,
         resize: int | None = None,
+        flip: bool = True,
     ) -> None:
         if mode not in ("train", "test", "gitdl"):
             raise FgarError(f"unknown clip mode '{mode}' (use train, test or gitdl)")
@@ -82,7 +83,7 @@ class ClipDataset(Dataset):
         # Shared memory, so set_epoch in the parent reaches persistent DataLoader workers too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         augment = mode != "test"
-        self.transform = ClipTransform(size, train=augment, resize=resize, mean=mean, std=std, bgr=bgr)
+        self.transform = ClipTransform(size, train=augment, resize=resize, mean=mean, std=std, bgr=bgr, flip=flip)
         # 1 marks a video that failed; shared memory so DataLoader workers' marks reach the parent.
         self._bad = torch.zeros(len(entries), dtype=torch.uint8).share_memory_()
         self.skip_reasons: dict[str, str] = {}

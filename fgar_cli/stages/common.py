@@ -106,6 +106,7 @@ def clip_dataset(
         num_views=num_views,
         labels=labels if labels is not None else {i: data.label_of[i] for i in ids},
         seed=seed,
+        flip=bool(clip.get("hflip", True)),
     )
 
 

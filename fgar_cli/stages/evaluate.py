@@ -68,21 +68,41 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         probs["combined"] = (probs["action"] + probs["alignability"]) / 2
 
     keep = valid.numpy()
-    metrics: dict[str, Any] = {"protocol": protocol, "subset": cfg.subset, "videos": len(ids),
-                               "unreadable": int((~keep).sum()), "checkpoint_e": cfg.ckpt_e, "checkpoint_a": cfg.ckpt_a}
+    metrics: dict[str, Any] = {
+        "protocol": protocol,
+        "subset": cfg.subset,
+        "videos": len(ids),
+        "unreadable": int((~keep).sum()),
+        "checkpoint_e": cfg.ckpt_e,
+        "checkpoint_a": cfg.ckpt_a,
+    }
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for head, p in probs.items():
         m = classification_metrics(p.numpy()[keep], truth[keep], data.class_names)
-        save_confusion_png(np.array(m["confusion"]), data.class_names, out / f"confusion_{head}.png",
-                           f"{head}: top-1 {m['top1']:.3f} ({protocol})")
+        save_confusion_png(
+            np.array(m["confusion"]),
+            data.class_names,
+            out / f"confusion_{head}.png",
+            f"{head}: top-1 {m['top1']:.3f} ({protocol})",
+        )
         metrics[head] = m
     metrics["top1"] = metrics["action"]["top1"]
     atomic_write_json(out / "metrics.json", metrics)
     write_h5(
-        out / "predictions.h5", PREDICTIONS_SCHEMA, PREDICTIONS_VERSION,
-        {"video_ids": ids, "labels": truth, "valid": keep, "class_names": data.class_names,
-         **{f"probs_{head}": p.float() for head, p in probs.items()}, "logits_views_action": torch.log(p_E.clamp_min(1e-12))},
-        attrs={"protocol": protocol}, config=cfg.model_dump(), inputs=[p for p in (cfg.ckpt_a, cfg.ckpt_e) if p],
+        out / "predictions.h5",
+        PREDICTIONS_SCHEMA,
+        PREDICTIONS_VERSION,
+        {
+            "video_ids": ids,
+            "labels": truth,
+            "valid": keep,
+            "class_names": data.class_names,
+            **{f"probs_{head}": p.float() for head, p in probs.items()},
+            "logits_views_action": torch.log(p_E.clamp_min(1e-12)),
+        },
+        attrs={"protocol": protocol},
+        config=cfg.model_dump(),
+        inputs=[p for p in (cfg.ckpt_a, cfg.ckpt_e) if p],
     )
     return metrics

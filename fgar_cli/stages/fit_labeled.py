@@ -75,8 +75,12 @@ def fit_action_encoder(
         return metrics
 
     def state() -> dict[str, Any]:
-        return {**payload, **model_checkpoint_fields(model), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict()}
+        return {
+            **payload,
+            **model_checkpoint_fields(model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+        }
 
     def load_state(ckpt: dict[str, Any]) -> None:
         model.load_state_dict(ckpt["state_dict"])
@@ -115,15 +119,26 @@ def fit_alignability_encoder(
         sampler.set_epoch(epoch)
         loader = make_loader(dataset, 0, False, seed, int(clip.get("num_workers", 0)), batch_sampler=sampler)
         metrics = train_alignability_epoch(
-            model, loader, optimizer, device, loss["gamma"], loss["margin"], loss["omega"],
-            f"{what} {epoch}/{epochs}", last_path,
+            model,
+            loader,
+            optimizer,
+            device,
+            loss["gamma"],
+            loss["margin"],
+            loss["omega"],
+            f"{what} {epoch}/{epochs}",
+            last_path,
         )
         scheduler.step()
         return metrics
 
     def state() -> dict[str, Any]:
-        return {**payload, **model_checkpoint_fields(model), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict()}
+        return {
+            **payload,
+            **model_checkpoint_fields(model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+        }
 
     def load_state(ckpt: dict[str, Any]) -> None:
         model.load_state_dict(ckpt["state_dict"])
@@ -165,8 +180,21 @@ def fit_labeled(cfg: FitLabeledConfig) -> dict[str, Any]:
             cfg.arch_e, data.num_classes, init=cfg.init_e, channel_order="bgr" if cfg.bgr else "rgb"
         ).to(device)
         history = fit_action_encoder(
-            model_e, data, ids, labels, clip, cfg.epochs_e, cfg.lr_e, cfg.weight_decay, cfg.batch_size,
-            cfg.seed, device, out / "E_last.pt", cfg.resume, payload, "f_E labeled",
+            model_e,
+            data,
+            ids,
+            labels,
+            clip,
+            cfg.epochs_e,
+            cfg.lr_e,
+            cfg.weight_decay,
+            cfg.batch_size,
+            cfg.seed,
+            device,
+            out / "E_last.pt",
+            cfg.resume,
+            payload,
+            "f_E labeled",
         )
         atomic_copy(out / "E_last.pt", out / "E.pt")
         summary["f_E"] = history[-1] if history else {}
@@ -177,8 +205,21 @@ def fit_labeled(cfg: FitLabeledConfig) -> dict[str, Any]:
         model_a = initial_alignability_encoder(cfg).to(device)
         loss = cfg.model_dump(include={"gamma", "margin", "omega", "classes_per_batch", "clips_per_class"})
         history = fit_alignability_encoder(
-            model_a, data, ids, labels, clip, loss, cfg.epochs_a, cfg.lr_a, cfg.weight_decay, cfg.seed,
-            device, out / "A_last.pt", cfg.resume, payload, "f_A labeled",
+            model_a,
+            data,
+            ids,
+            labels,
+            clip,
+            loss,
+            cfg.epochs_a,
+            cfg.lr_a,
+            cfg.weight_decay,
+            cfg.seed,
+            device,
+            out / "A_last.pt",
+            cfg.resume,
+            payload,
+            "f_A labeled",
         )
         atomic_copy(out / "A_last.pt", out / "A.pt")
         summary["f_A"] = history[-1] if history else {}

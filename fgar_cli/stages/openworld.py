@@ -41,8 +41,10 @@ def leave_one_out_threshold(scores: torch.Tensor, labels: np.ndarray, quantile: 
         if len(same):
             own.append(float(scores[i, torch.as_tensor(same)].mean()))
     if not own:
-        raise FgarError("cannot calibrate the novelty threshold: every known class has a single labeled clip; "
-                        "pass --novel-threshold")
+        raise FgarError(
+            "cannot calibrate the novelty threshold: every known class has a single labeled clip; "
+            "pass --novel-threshold"
+        )
     return float(np.quantile(own, quantile))
 
 
@@ -65,20 +67,32 @@ def openworld(cfg: OpenWorldConfig) -> dict[str, Any]:
     index, split = data_paths_from_checkpoint(ckpt_e, cfg.index, cfg.split)
     data = load_stage_data(index, split)
     if data.split.known_classes is None:
-        raise FgarError(f"{data.split_path}: not an open-world split; make one with "
-                        "`fgar data split --known-classes K` and fit the encoders on it")
+        raise FgarError(
+            f"{data.split_path}: not an open-world split; make one with "
+            "`fgar data split --known-classes K` and fit the encoders on it"
+        )
     threshold = cfg.novel_threshold
     if threshold is None:
         device = resolve_device(cfg.device)
         model_a = build_model_from_checkpoint(ckpt_a).to(device)
         gallery = build_gallery(model_a, data, ckpt_e["config"], device, cfg.batch_size)
-        scores = alignability_scores(model_a, gallery.embeddings, gallery.embeddings,
-                                     float(ckpt_a["config"].get("gamma", 0.1)), device)
+        scores = alignability_scores(
+            model_a, gallery.embeddings, gallery.embeddings, float(ckpt_a["config"].get("gamma", 0.1)), device
+        )
         threshold = leave_one_out_threshold(scores, gallery.labels, cfg.novel_quantile)
     result = selftrain(cfg, novel_threshold=threshold)
     out = Path(cfg.out_dir)
-    eval_cfg = EvaluateConfig(ckpt_e=result["ckpt_e"], ckpt_a=result["ckpt_a"], index=cfg.index, split=cfg.split,
-                              device=cfg.device, seed=cfg.seed, out_dir=str(out / "eval"), tau=cfg.tau, rho=cfg.rho)
+    eval_cfg = EvaluateConfig(
+        ckpt_e=result["ckpt_e"],
+        ckpt_a=result["ckpt_a"],
+        index=cfg.index,
+        split=cfg.split,
+        device=cfg.device,
+        seed=cfg.seed,
+        out_dir=str(out / "eval"),
+        tau=cfg.tau,
+        rho=cfg.rho,
+    )
     known = evaluate(eval_cfg)
     metrics = {
         "novel_threshold": threshold,

@@ -58,10 +58,24 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     def train_epoch(epoch: int) -> dict[str, float]:
         torch.manual_seed(epoch_seed(cfg.seed, 1, epoch))
         dataset.set_epoch(epoch)
-        loader = make_loader(dataset, cfg.batch_size, True, epoch_seed(cfg.seed, 2, epoch), cfg.num_workers, drop_last=len(dataset) > cfg.batch_size)
+        loader = make_loader(
+            dataset,
+            cfg.batch_size,
+            True,
+            epoch_seed(cfg.seed, 2, epoch),
+            cfg.num_workers,
+            drop_last=len(dataset) > cfg.batch_size,
+        )
         metrics = train_gitdl_epoch(
-            model, loader, optimizer, device, cfg.gitdl_tau, cfg.gitdl_sigma, cfg.cross_video_negatives,
-            f"pretrain {epoch}/{cfg.epochs}", last_path,
+            model,
+            loader,
+            optimizer,
+            device,
+            cfg.gitdl_tau,
+            cfg.gitdl_sigma,
+            cfg.cross_video_negatives,
+            f"pretrain {epoch}/{cfg.epochs}",
+            last_path,
         )
         scheduler.step()
         return metrics
@@ -82,5 +96,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     history = run_epochs(cfg.epochs, last_path, cfg.resume, train_epoch, state, load_state, kind="alignability")
     atomic_copy(last_path, final_path)
-    return {"checkpoint": str(final_path), "epochs": cfg.epochs, "final": history[-1] if history else {},
-            "clips": len(dataset), "skipped_videos": dataset.num_skipped}
+    return {
+        "checkpoint": str(final_path),
+        "epochs": cfg.epochs,
+        "final": history[-1] if history else {},
+        "clips": len(dataset),
+        "skipped_videos": dataset.num_skipped,
+    }

@@ -116,7 +116,9 @@ class Gallery:
     class_names: list[str]
 
 
-def build_gallery(model_a: nn.Module, data: StageData, clip: dict[str, Any], device: torch.device, batch_size: int) -> Gallery:
+def build_gallery(
+    model_a: nn.Module, data: StageData, clip: dict[str, Any], device: torch.device, batch_size: int
+) -> Gallery:
     ids = data.split.labeled
     dataset = clip_dataset(data, ids, clip, mode="test")
     emb, valid = embed_clips(model_a, make_loader(dataset, batch_size, False, 0), device, "gallery f_A")
@@ -131,24 +133,39 @@ def build_gallery(model_a: nn.Module, data: StageData, clip: dict[str, Any], dev
 
 def save_gallery(path: Path, gallery: Gallery, config: dict[str, Any], inputs: list[str]) -> None:
     write_h5(
-        path, GALLERY_SCHEMA, GALLERY_VERSION,
-        {"embeddings": gallery.embeddings.float(), "labels": gallery.labels.astype(np.int64),
-         "video_ids": gallery.video_ids, "class_names": gallery.class_names},
-        config=config, inputs=inputs,
+        path,
+        GALLERY_SCHEMA,
+        GALLERY_VERSION,
+        {
+            "embeddings": gallery.embeddings.float(),
+            "labels": gallery.labels.astype(np.int64),
+            "video_ids": gallery.video_ids,
+            "class_names": gallery.class_names,
+        },
+        config=config,
+        inputs=inputs,
     )
 
 
 def load_gallery(path: str | Path, class_names: list[str]) -> Gallery:
-    data, _ = read_h5(path, GALLERY_SCHEMA, GALLERY_VERSION, {
-        "embeddings": (3, "f"), "labels": (1, "i"), "video_ids": (1, "S"), "class_names": (1, "S")})
+    data, _ = read_h5(
+        path,
+        GALLERY_SCHEMA,
+        GALLERY_VERSION,
+        {"embeddings": (3, "f"), "labels": (1, "i"), "video_ids": (1, "S"), "class_names": (1, "S")},
+    )
     names = [str(c) for c in data["class_names"]]
     if names != list(class_names):
-        raise FgarError(f"{path}: the gallery's {len(names)} classes differ from the checkpoints' {len(class_names)} classes")
+        raise FgarError(
+            f"{path}: the gallery's {len(names)} classes differ from the checkpoints' {len(class_names)} classes"
+        )
     if len(data["labels"]) != len(data["embeddings"]):
         raise FgarError(f"{path}: {len(data['labels'])} labels for {len(data['embeddings'])} embeddings")
     missing = sorted(set(range(len(names))) - set(data["labels"].tolist()))
     if missing:
-        raise FgarError(f"{path}: the gallery has no member of class '{names[missing[0]]}' ({len(missing)} classes missing)")
+        raise FgarError(
+            f"{path}: the gallery has no member of class '{names[missing[0]]}' ({len(missing)} classes missing)"
+        )
     return Gallery(torch.from_numpy(data["embeddings"]).float(), data["labels"], list(data["video_ids"]), names)
 
 
@@ -166,18 +183,23 @@ def load_encoders(ckpt_a: str | None, ckpt_e: str | None, need_a: bool) -> tuple
         return None, e
     a = load_checkpoint(ckpt_a, kind="alignability")
     if not a.get("class_names"):
-        raise FgarError(f"{ckpt_a}: this f_A checkpoint has no class set (a pretrain checkpoint?); "
-                        "pass the A.pt written by fit-labeled")
+        raise FgarError(
+            f"{ckpt_a}: this f_A checkpoint has no class set (a pretrain checkpoint?); "
+            "pass the A.pt written by fit-labeled"
+        )
     if list(a["class_names"]) != list(e["class_names"]):
-        raise FgarError(f"{ckpt_a}: its {len(a['class_names'])} classes differ from the "
-                        f"{len(e['class_names'])} classes of {ckpt_e}")
+        raise FgarError(
+            f"{ckpt_a}: its {len(a['class_names'])} classes differ from the {len(e['class_names'])} classes of {ckpt_e}"
+        )
     return a, e
 
 
 def check_classes(data: StageData, ckpt_e: dict, path: str) -> None:
     if list(ckpt_e["class_names"]) != data.class_names:
-        raise FgarError(f"{path}: the checkpoint's {len(ckpt_e['class_names'])} classes differ from the "
-                        f"{data.num_classes} classes of {data.index_path} with this split")
+        raise FgarError(
+            f"{path}: the checkpoint's {len(ckpt_e['class_names'])} classes differ from the "
+            f"{data.num_classes} classes of {data.index_path} with this split"
+        )
 
 
 # --------------------------------------------------------------------------- one pseudo-labeling pass
@@ -217,33 +239,70 @@ def pseudo_label(
         scores = alignability_scores(model_a, emb[:, 0].nan_to_num(), gallery.embeddings, gamma, device)
         class_scores = class_alignability(scores, gallery.labels, data.num_classes, opts["rho"], seed + round_)
         p_A = nonparametric_probs(class_scores, opts["tau"])
-    chosen = select_pseudo_labels(p_A, p_E.nan_to_num(1.0 / data.num_classes), class_scores, opts["source"],
-                                  opts["theta"], opts["verify_threshold"], novel_threshold)
+    chosen = select_pseudo_labels(
+        p_A,
+        p_E.nan_to_num(1.0 / data.num_classes),
+        class_scores,
+        opts["source"],
+        opts["theta"],
+        opts["verify_threshold"],
+        novel_threshold,
+    )
     chosen["accepted"] &= valid  # a clip that could not be read is never pseudo-labeled
     truth = np.array([data.label_of[i] for i in ids])
     stats = pseudo_label_stats(chosen["label"].numpy(), chosen["accepted"].numpy(), truth)
     nan = torch.full_like(p_E, float("nan"))
     max_alignability = class_scores.max(1).values if class_scores is not None else torch.full((len(ids),), float("nan"))
-    attrs = {"theta": opts["theta"], "tau": opts["tau"], "rho": opts["rho"], "source": opts["source"], "round": round_,
-             "gamma": gamma, "novel_threshold": float("nan") if novel_threshold is None else novel_threshold, **stats}
+    attrs = {
+        "theta": opts["theta"],
+        "tau": opts["tau"],
+        "rho": opts["rho"],
+        "source": opts["source"],
+        "round": round_,
+        "gamma": gamma,
+        "novel_threshold": float("nan") if novel_threshold is None else novel_threshold,
+        **stats,
+    }
     write_h5(
-        out_dir / "pseudo.h5", PSEUDO_SCHEMA, PSEUDO_VERSION,
-        {"video_ids": ids, "p_A": p_A if p_A is not None else nan, "p_E": p_E, "p": chosen["p"],
-         "label": chosen["label"], "confidence": chosen["confidence"], "accepted": chosen["accepted"],
-         "novel": chosen["novel"], "max_alignability": max_alignability, "truth": truth,
-         "class_alignability": class_scores if class_scores is not None else nan,
-         "class_names": data.class_names},
-        attrs=attrs, config=config, inputs=inputs,
+        out_dir / "pseudo.h5",
+        PSEUDO_SCHEMA,
+        PSEUDO_VERSION,
+        {
+            "video_ids": ids,
+            "p_A": p_A if p_A is not None else nan,
+            "p_E": p_E,
+            "p": chosen["p"],
+            "label": chosen["label"],
+            "confidence": chosen["confidence"],
+            "accepted": chosen["accepted"],
+            "novel": chosen["novel"],
+            "max_alignability": max_alignability,
+            "truth": truth,
+            "class_alignability": class_scores if class_scores is not None else nan,
+            "class_names": data.class_names,
+        },
+        attrs=attrs,
+        config=config,
+        inputs=inputs,
     )
     stats.update({"novel": int(chosen["novel"].sum()), "pseudo": str(out_dir / "pseudo.h5")})
     return stats
 
 
 def read_pseudo_labels(path: str | Path) -> dict[str, Any]:
-    data, attrs = read_h5(path, PSEUDO_SCHEMA, PSEUDO_VERSION, {
-        "video_ids": (1, "S"), "label": (1, "i"), "accepted": (1, "b"), "confidence": (1, "f")})
-    return {"video_ids": list(data["video_ids"]), "label": data["label"], "accepted": data["accepted"], "attrs": attrs,
-            **{k: data[k] for k in ("max_alignability", "truth", "novel") if k in data}}
+    data, attrs = read_h5(
+        path,
+        PSEUDO_SCHEMA,
+        PSEUDO_VERSION,
+        {"video_ids": (1, "S"), "label": (1, "i"), "accepted": (1, "b"), "confidence": (1, "f")},
+    )
+    return {
+        "video_ids": list(data["video_ids"]),
+        "label": data["label"],
+        "accepted": data["accepted"],
+        "attrs": attrs,
+        **{k: data[k] for k in ("max_alignability", "truth", "novel") if k in data},
+    }
 
 
 def run_pseudolabel(cfg: PseudoLabelConfig) -> dict[str, Any]:
@@ -262,7 +321,19 @@ def run_pseudolabel(cfg: PseudoLabelConfig) -> dict[str, Any]:
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path(cfg.ckpt_e).parent
     config = {**cfg.model_dump(), "index": data.index_path, "split": data.split_path}
     inputs = [p for p in (cfg.ckpt_a, cfg.ckpt_e, cfg.gallery) if p]
-    stats = pseudo_label(model_a, model_e, data, clip, cfg.model_dump(), gamma, device, out_dir, cfg.seed,
-                         gallery=gallery, config=config, inputs=inputs)
+    stats = pseudo_label(
+        model_a,
+        model_e,
+        data,
+        clip,
+        cfg.model_dump(),
+        gamma,
+        device,
+        out_dir,
+        cfg.seed,
+        gallery=gallery,
+        config=config,
+        inputs=inputs,
+    )
     stats["gallery"] = str(cfg.gallery or out_dir / "gallery.h5") if model_a is not None else None
     return stats

@@ -71,8 +71,13 @@ def selftrain(cfg: SelfTrainConfig, novel_threshold: float | None = None) -> dic
     if not cfg.resume:  # a fresh run: results of an earlier run in this folder must not count as done
         for stale in out.glob("round_*"):
             shutil.rmtree(stale)
-    stored = {**fit_cfg, **{k: a_cfg[k] for k in LOSS_KEYS if k in a_cfg}, "index": data.index_path,
-              "split": data.split_path, "selftrain": cfg.model_dump()}
+    stored = {
+        **fit_cfg,
+        **{k: a_cfg[k] for k in LOSS_KEYS if k in a_cfg},
+        "index": data.index_path,
+        "split": data.split_path,
+        "selftrain": cfg.model_dump(),
+    }
     payload_base = {"class_names": data.class_names, "config": stored}
     inputs = [p for p in (cfg.ckpt_a, cfg.ckpt_e) if p]
     rounds: list[dict[str, Any]] = []
@@ -94,23 +99,68 @@ def selftrain(cfg: SelfTrainConfig, novel_threshold: float | None = None) -> dic
         if cfg.resume and (rdir / "pseudo.h5").exists():
             console.print(f"round {r}: reusing {rdir / 'pseudo.h5'}")
         else:
-            pseudo_label(model_a, model_e, data, fit_cfg, cfg.model_dump(), gamma, device, rdir, cfg.seed, round_=r,
-                         novel_threshold=novel_threshold, config=stored, inputs=inputs)
+            pseudo_label(
+                model_a,
+                model_e,
+                data,
+                fit_cfg,
+                cfg.model_dump(),
+                gamma,
+                device,
+                rdir,
+                cfg.seed,
+                round_=r,
+                novel_threshold=novel_threshold,
+                config=stored,
+                inputs=inputs,
+            )
         pl = read_pseudo_labels(rdir / "pseudo.h5")
         stats = {"round": r, **pseudo_label_stats(pl["label"], pl["accepted"], pl.get("truth"))}
-        console.print(f"round {r}: {stats['pl_count']} of {stats['unlabeled']} unlabeled clips accepted, "
-                      f"accuracy {stats['pl_accuracy']:.3f}")
+        console.print(
+            f"round {r}: {stats['pl_count']} of {stats['unlabeled']} unlabeled clips accepted, "
+            f"accuracy {stats['pl_accuracy']:.3f}"
+        )
         accepted = {vid: int(y) for vid, y, ok in zip(pl["video_ids"], pl["label"], pl["accepted"], strict=True) if ok}
         labels = {i: data.label_of[i] for i in data.split.labeled} | accepted
         ids = list(labels)
         payload = {**payload_base, "round": r, "pseudo_labels": stats}
 
-        fit_action_encoder(model_e, data, ids, labels, fit_cfg, cfg.epochs, lr_e, weight_decay, batch_size, seed,
-                           device, rdir / "E_last.pt", cfg.resume, payload, f"round {r} f_E")
+        fit_action_encoder(
+            model_e,
+            data,
+            ids,
+            labels,
+            fit_cfg,
+            cfg.epochs,
+            lr_e,
+            weight_decay,
+            batch_size,
+            seed,
+            device,
+            rdir / "E_last.pt",
+            cfg.resume,
+            payload,
+            f"round {r} f_E",
+        )
         atomic_copy(rdir / "E_last.pt", done_e)
         if train_a:
-            fit_alignability_encoder(model_a, data, ids, labels, fit_cfg, loss, cfg.epochs, lr_a, weight_decay, seed,
-                                     device, rdir / "A_last.pt", cfg.resume, payload, f"round {r} f_A")
+            fit_alignability_encoder(
+                model_a,
+                data,
+                ids,
+                labels,
+                fit_cfg,
+                loss,
+                cfg.epochs,
+                lr_a,
+                weight_decay,
+                seed,
+                device,
+                rdir / "A_last.pt",
+                cfg.resume,
+                payload,
+                f"round {r} f_A",
+            )
             atomic_copy(rdir / "A_last.pt", done_a)
         rounds.append(stats)
 
@@ -120,8 +170,14 @@ def selftrain(cfg: SelfTrainConfig, novel_threshold: float | None = None) -> dic
         atomic_copy(last / "A.pt", out / "A.pt")
     elif cfg.ckpt_a:
         atomic_copy(cfg.ckpt_a, out / "A.pt")
-    summary = {"rounds": rounds, "pl_count": rounds[-1]["pl_count"], "pl_accuracy": rounds[-1]["pl_accuracy"],
-               "ckpt_e": str(out / "E.pt"), "ckpt_a": str(out / "A.pt") if (out / "A.pt").exists() else None,
-               "source": cfg.source, "novel_threshold": novel_threshold}
+    summary = {
+        "rounds": rounds,
+        "pl_count": rounds[-1]["pl_count"],
+        "pl_accuracy": rounds[-1]["pl_accuracy"],
+        "ckpt_e": str(out / "E.pt"),
+        "ckpt_a": str(out / "A.pt") if (out / "A.pt").exists() else None,
+        "source": cfg.source,
+        "novel_threshold": novel_threshold,
+    }
     atomic_write_json(out / "selftrain.json", summary)
     return summary
