@@ -31,7 +31,8 @@ DTW gets the takeoff and somersault attributes right almost always and twist and
 only partly (these are a few pixels wide at 16 x 16); the middle frame mostly sees the flight
 position, which a single frame does show.
 A small 3D CNN (5 conv layers, 16 frames per clip, all 324 training labels, 30 epochs on 1 CPU
-thread) reached 0.90 test accuracy on the default set: the classes are learnable from pixels.
+thread, 8 minutes) reached 0.92 test accuracy on the default set (seed 0): the classes are
+learnable from pixels.
 """
 
 from __future__ import annotations
