@@ -128,7 +128,11 @@ class PretrainConfig(ClipOptions, AlignabilityArch):
     weight_decay: float = Field(1e-4, ge=0)
     gitdl_tau: float = Field(0.1, gt=0, description="temperature of the GITDL logits")
     gitdl_sigma: float = Field(1.0, gt=0, description="width of the Gaussian target, in frames")
-    cross_video_negatives: bool = True
+    # Off by default: with other videos' frames as negatives the encoder can tell clips apart by
+    # per-video nuisance (brightness, tint, build) instead of pose, and on the embedded benchmark the
+    # pretrained f_A fell to chance (benchmarks/diagnose_run.py; docs/RESULTS.md). Intra-video only is
+    # also what GITDL's name says.
+    cross_video_negatives: bool = False
     resume: bool = False
 
 

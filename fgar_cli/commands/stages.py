@@ -65,6 +65,9 @@ def pretrain_cmd(
     num_frames: int = typer.Option(None, "--num-frames", help="Frames per clip T (default 16)."),
     size: int = typer.Option(None, "--size", help="Crop size in pixels (default 112)."),
     backbone_a: str = typer.Option(None, "--backbone-a", help="small2d (default) or resnet18."),
+    cross_video_negatives: bool = typer.Option(
+        None, "--cross-video-negatives/--intra-video-only", help="Other videos' frames as negatives (default: off)."
+    ),
     device: str = DEVICE,
     seed: int = SEED,
     resume: bool = RESUME,
