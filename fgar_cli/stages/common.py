@@ -28,6 +28,7 @@ from fgar_cli.data.dataset import ClipDataset, collate_skip_none
 from fgar_cli.data.index import DatasetIndex, VideoEntry, load_index
 from fgar_cli.data.splits import Split, check_split, load_split
 from fgar_cli.errors import FgarError
+from fgar_cli.models import model_checkpoint_fields
 
 console = Console(stderr=True)
 
@@ -280,20 +281,34 @@ def run_epochs(
     last_path: Path,
     resume: bool,
     train_epoch: Callable[[int], dict[str, float]],
-    state: Callable[[], dict[str, Any]],
-    load_state: Callable[[dict[str, Any]], None],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    payload: dict[str, Any],
     kind: str,
 ) -> list[dict[str, float]]:
     """Run epochs 1..`epochs`, saving `last_path` (a resumable checkpoint) after each one.
 
-    With `resume`, training continues after the epoch stored in `last_path`. `state()` returns the
-    checkpoint payload (model, optimizer, ...) and `load_state` restores it.
+    The checkpoint holds `payload` (class names, config, ...), the model's architecture and weights,
+    and the optimizer and scheduler states. With `resume`, training continues after the epoch stored
+    in `last_path`.
     """
+    def state() -> dict[str, Any]:
+        return {
+            **payload,
+            **model_checkpoint_fields(model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "kind": kind,
+        }
+
     start = 1
     history: list[dict[str, float]] = []
     if resume and last_path.exists():
         ckpt = load_checkpoint(last_path, kind=kind)
-        load_state(ckpt)
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
         start = int(ckpt["epoch"]) + 1
         history = list(ckpt.get("history", []))
         console.print(f"resuming {kind} from {last_path} after epoch {start - 1}")
@@ -305,8 +320,8 @@ def run_epochs(
                 f"interrupted in epoch {epoch}; {last_path} keeps epoch {epoch - 1}: rerun with --resume"
             ) from None
         history.append({"epoch": epoch, **metrics})
-        save_checkpoint(last_path, {**state(), "kind": kind, "epoch": epoch, "history": history})
+        save_checkpoint(last_path, {**state(), "epoch": epoch, "history": history})
         maybe_simulate_interrupt(last_path)
     if not last_path.exists():  # zero epochs asked for: the untrained model is the result
-        save_checkpoint(last_path, {**state(), "kind": kind, "epoch": 0, "history": history})
+        save_checkpoint(last_path, {**state(), "epoch": 0, "history": history})
     return history

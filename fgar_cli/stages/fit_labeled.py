@@ -21,7 +21,6 @@ from fgar_cli.models import (
     build_action_encoder,
     build_alignability_encoder,
     build_model_from_checkpoint,
-    model_checkpoint_fields,
 )
 from fgar_cli.stages.common import (
     ClassBalancedBatches,
@@ -74,20 +73,7 @@ def fit_action_encoder(
         scheduler.step()
         return metrics
 
-    def state() -> dict[str, Any]:
-        return {
-            **payload,
-            **model_checkpoint_fields(model),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-        }
-
-    def load_state(ckpt: dict[str, Any]) -> None:
-        model.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-
-    return run_epochs(epochs, last_path, resume, train_epoch, state, load_state, kind="action")
+    return run_epochs(epochs, last_path, resume, train_epoch, model, optimizer, scheduler, payload, kind="action")
 
 
 def fit_alignability_encoder(
@@ -132,20 +118,7 @@ def fit_alignability_encoder(
         scheduler.step()
         return metrics
 
-    def state() -> dict[str, Any]:
-        return {
-            **payload,
-            **model_checkpoint_fields(model),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-        }
-
-    def load_state(ckpt: dict[str, Any]) -> None:
-        model.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-
-    return run_epochs(epochs, last_path, resume, train_epoch, state, load_state, kind="alignability")
+    return run_epochs(epochs, last_path, resume, train_epoch, model, optimizer, scheduler, payload, kind="alignability")
 
 
 def initial_alignability_encoder(cfg: FitLabeledConfig) -> nn.Module:

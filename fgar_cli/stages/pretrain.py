@@ -16,7 +16,7 @@ import torch
 from fgar_cli.artifacts import atomic_copy
 from fgar_cli.config import PretrainConfig
 from fgar_cli.errors import FgarError
-from fgar_cli.models import build_alignability_encoder, model_checkpoint_fields
+from fgar_cli.models import build_alignability_encoder
 from fgar_cli.stages.common import (
     clip_dataset,
     epoch_seed,
@@ -80,21 +80,17 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         scheduler.step()
         return metrics
 
-    def state() -> dict[str, Any]:
-        return {
-            **model_checkpoint_fields(model),
-            "class_names": [],
-            "config": cfg.model_dump(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-        }
-
-    def load_state(ckpt: dict[str, Any]) -> None:
-        model.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-
-    history = run_epochs(cfg.epochs, last_path, cfg.resume, train_epoch, state, load_state, kind="alignability")
+    history = run_epochs(
+        cfg.epochs,
+        last_path,
+        cfg.resume,
+        train_epoch,
+        model,
+        optimizer,
+        scheduler,
+        {"class_names": [], "config": cfg.model_dump()},
+        kind="alignability",
+    )
     atomic_copy(last_path, final_path)
     return {
         "checkpoint": str(final_path),
