@@ -52,10 +52,12 @@ def print_table(summary: dict[str, Any]) -> None:
     def fmt(x: Any) -> str:
         if x is None:
             return "-"
-        return "nan" if isinstance(x, float) and math.isnan(x) else f"{x:.3f}" if isinstance(x, float) else str(x)
+        if isinstance(x, float):
+            return "-" if math.isnan(x) else f"{x:.3f}"  # nan: no pseudo-label was accepted
+        return str(x)
 
-    table = Table(title=f"f_E test accuracy ({next(iter(summary.values()))['protocol']})")
-    for col in ("arm", "top1", "top5", "mean class acc", "PL count", "PL accuracy"):
+    table = Table(title=f"test accuracy ({next(iter(summary.values()))['protocol']})")
+    for col in ("arm", "E top1", "E top5", "class acc", "A top1", "E+A top1", "PLs", "PL acc"):
         table.add_column(col)
     for arm, row in summary.items():
         table.add_row(
@@ -63,6 +65,8 @@ def print_table(summary: dict[str, Any]) -> None:
             fmt(row["top1"]),
             fmt(row["top5"]),
             fmt(row["mean_class_accuracy"]),
+            fmt(row.get("top1_alignability")),
+            fmt(row.get("top1_combined")),
             fmt(row.get("pl_count")),
             fmt(row.get("pl_accuracy")),
         )
