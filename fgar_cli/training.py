@@ -9,21 +9,15 @@ order (a clip whose video could not be read gets NaN and `valid = False`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
-from rich.progress import Progress
 from torch import nn
 from torch.utils.data import DataLoader
 
 from fgar_cli.losses import alignability_loss, gitdl_loss
 from fgar_cli.softdtw import pairwise_soft_dtw
 from fgar_cli.stages.common import Meter, autocast, check_finite, progress_bar, to_device
-
-
-def _clips(batch: dict[str, Any], key: str = "video") -> torch.Tensor:
-    return batch[key]
 
 
 def train_action_epoch(
@@ -44,7 +38,7 @@ def train_action_epoch(
                 continue
             batch = to_device(batch, device)
             with autocast(device):
-                logits = model(_clips(batch)).float()
+                logits = model(batch["video"]).float()
             loss = F.cross_entropy(logits, batch["label"])
             check_finite(loss, what, last_good)
             optimizer.zero_grad(set_to_none=True)
@@ -77,7 +71,7 @@ def train_alignability_epoch(
                 continue
             batch = to_device(batch, device)
             with autocast(device):
-                embeddings = model(_clips(batch))
+                embeddings = model(batch["video"])
             terms = alignability_loss(embeddings.float(), batch["label"], model.score_head, gamma, margin, omega)
             terms.pop("distances")
             check_finite(terms["loss"], what, last_good)
@@ -153,7 +147,6 @@ def _run_inference(
     n = len(loader.dataset)
     result: torch.Tensor | None = None
     valid = torch.zeros(n, dtype=torch.bool)
-    progress: Progress
     with progress_bar() as progress:
         task = progress.add_task(what, total=len(loader), info="")
         for batch in loader:
