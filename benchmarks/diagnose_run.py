@@ -8,7 +8,9 @@ Prints, for the run's labeled split as gallery and its test split as queries:
 * the same with f_A's embeddings (fit/A.pt) and with f_A after GITDL only (pretrain/A0.pt);
 * f_E's (fit/E.pt) accuracy on its own labeled clips and on the unlabeled clips (memorising or learning?);
 * from the FinePseudo arm's first round (st_finepseudo/round_1/pseudo.h5): the quantiles of max p,
-  max p_A and max p_E against theta, and the accuracy of each argmax.
+  max p_A and max p_E against theta, the accuracy of each argmax, the gap between the two best class
+  alignabilities, and how many clips would pass theta with a lower tau (recomputed from the stored
+  class alignability; unlabeled clips only, never the test split).
 """
 
 from __future__ import annotations
@@ -84,6 +86,15 @@ def main(run: Path) -> None:
             acc = (pl[key].argmax(1) == pl["truth"]).mean()
             q = np.quantile(top, [0.5, 0.9, 1.0])
             print(f"    max {key:3s}: median {q[0]:.3f}, 90% {q[1]:.3f}, max {q[2]:.3f}; argmax accuracy {acc:.3f}")
+        scores = torch.from_numpy(pl["class_alignability"])
+        top2 = scores.topk(2, dim=1).values
+        print(f"    best minus second-best class alignability: median {float((top2[:, 0] - top2[:, 1]).median()):.2e}")
+        p_E = torch.from_numpy(pl["p_E"])
+        for tau in (0.1, 0.05, 0.03, 0.02, 0.01):  # would a lower tau let pseudo-labels through?
+            p_A = torch.softmax(scores / tau, dim=1)
+            passed_a = int((p_A.max(1).values > attrs["theta"]).sum())
+            passed_p = int(((p_A + p_E) / 2).max(1).values.gt(attrs["theta"]).sum())
+            print(f"    tau {tau:<4}: {passed_a} clips pass theta on p_A, {passed_p} on (p_A + p_E) / 2")
 
 
 if __name__ == "__main__":
