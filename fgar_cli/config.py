@@ -81,7 +81,8 @@ def build_config(
 # Where each default comes from (the paper leaves most hyperparameters out, DESIGN.md section 1):
 # * theta 0.8: the paper's example confidence threshold (Sec. 3.2).
 # * verify_threshold 0.6: the paper's label-verification variant (Table 6).
-# * tau 0.1, rho 8, gamma 0.1, margin, omega 1.0: ours; see docs/METHOD.md for the reasoning.
+# * tau: fitted by leave-one-out on the labeled gallery unless given; rho 8, gamma 0.1, margin, omega 1.0:
+#   ours; see docs/METHOD.md for the reasoning.
 # * num_frames 16, size 112: the usual R(2+1)D-18 input for fine-grained video (paper Table 1).
 # The distances that the losses and scores see are soft-DTW values divided by the clip length T
 # (an alignment cost per frame, in [0, 2] for cosine cost), so margin and f_S do not depend on T.
@@ -152,7 +153,9 @@ class FitLabeledConfig(ClipOptions, AlignabilityArch, AlignabilityLossOptions):
 
 class PseudoLabelOptions(Config):
     theta: float = Field(0.8, ge=0, le=1, description="confidence threshold")
-    tau: float = Field(0.1, gt=0, description="temperature of the non-parametric classifier, Eq. 8")
+    tau: float | None = Field(
+        None, gt=0, description="temperature of the non-parametric classifier, Eq. 8; None: fitted (leave-one-out)"
+    )
     rho: int = Field(8, ge=1, description="gallery members per class, Eq. 7")
     source: Source = "collab"
     verify_threshold: float = Field(0.6, ge=0, le=1, description="alignability needed by --source verify")
@@ -195,7 +198,7 @@ class EvaluateConfig(Config):
     split: str | None = None
     subset: Literal["test", "unlabeled", "labeled"] = "test"
     num_views: int = Field(3, ge=1, description="clips per test video, averaged")
-    tau: float = Field(0.1, gt=0)
+    tau: float | None = Field(None, gt=0, description="None: fitted on the gallery (leave-one-out)")
     rho: int = Field(8, ge=1)
     batch_size: int = Field(16, ge=1)
     device: str = "auto"

@@ -171,12 +171,14 @@ def _run_inference(
 
 
 @torch.no_grad()
-def alignability_scores(
+def alignability_logits(
     model: nn.Module, queries: torch.Tensor, gallery: torch.Tensor, gamma: float, device: torch.device
 ) -> torch.Tensor:
-    """S(u, a) = sigmoid(f_S(D(u, a) / T)) for every query and gallery clip (Eq. 3): (Q, G).
+    """f_S(D(u, a) / T) for every query and gallery clip: (Q, G) logits; sigmoid gives S of Eq. 3.
 
-    Queries and gallery may carry several views, (Q, V, T, F): the scores are averaged over views.
+    Logits rather than scores, because the classifier averages them (Eq. 7, docs/METHOD.md): a
+    sigmoid saturates at 0 or 1 and hides which of two near classes aligns better. Queries and
+    gallery may carry several views, (Q, V, T, F): the logits are averaged over views.
     """
     q = queries if queries.dim() == 4 else queries.unsqueeze(1)
     g = gallery if gallery.dim() == 4 else gallery.unsqueeze(1)
@@ -185,5 +187,5 @@ def alignability_scores(
     for v in range(q.shape[1]):
         for w in range(g.shape[1]):
             d = pairwise_soft_dtw(q[:, v].to(device), g[:, w].to(device), gamma) / T
-            total += model.score_head(d).float().cpu()
+            total += model.score_head.logit(d).float().cpu()
     return total / (q.shape[1] * g.shape[1])

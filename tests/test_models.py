@@ -44,7 +44,21 @@ def test_small3d_gives_logits_and_features():
     model = build_action_encoder("small3d", num_classes=5, width=8).eval()
     x = clips()
     assert model(x).shape == (2, 5)
-    assert model.features(x).shape == (2, 32)  # 4 * width
+    assert model.features(x).shape == (2, 512)  # 4 * width channels x 4 time steps x 2 x 2 places
+
+
+def test_small3d_features_keep_the_order_of_phases():
+    # Two phases X then Y, and Y then X: the same frames in another order. A global pool over time
+    # would nearly equate them; small3d's 4 time steps must not.
+    torch.manual_seed(0)
+    model = build_action_encoder("small3d", num_classes=5, width=8).eval()
+    x, y = torch.randn(1, 1, 3, 32, 32).expand(1, 8, 3, 32, 32), torch.randn(1, 1, 3, 32, 32).expand(1, 8, 3, 32, 32)
+    with torch.no_grad():
+        xy = model.features(torch.cat([x, y], 1)).reshape(32, 4, 2, 2)
+        yx = model.features(torch.cat([y, x], 1)).reshape(32, 4, 2, 2)
+    order_blind = (xy.mean(1) - yx.mean(1)).norm() / xy.mean(1).norm()
+    order_kept = (xy - yx).norm() / xy.norm()
+    assert order_kept > 0.5 and order_kept > 2 * order_blind  # a global pool gives order_kept == order_blind
 
 
 @pytest.mark.parametrize("arch", ["r2plus1d_18", "r3d_18"])

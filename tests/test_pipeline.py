@@ -15,6 +15,7 @@ import torch
 
 from fgar_cli.artifacts import load_checkpoint, read_h5, write_h5
 from fgar_cli.cli import main
+from fgar_cli.stages.pseudolabel import read_pseudo_labels
 
 CLIP = ["--num-frames", "8", "--size", "32"]
 
@@ -216,6 +217,12 @@ def test_selftrain_then_evaluate(run: Path) -> None:
     summary = json.loads((out / "selftrain.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [1, 2]
     assert load_checkpoint(out / "E.pt", kind="action")["round"] == 2
+    # Algorithm 1 line 23: clips accepted in round 1 joined D_l; round 2 labels only the others.
+    first, second = (read_pseudo_labels(out / f"round_{r}" / "pseudo.h5") for r in (1, 2))
+    accepted_1 = {v for v, ok in zip(first["video_ids"], first["accepted"], strict=True) if ok}
+    assert set(second["video_ids"]) == set(first["video_ids"]) - accepted_1
+    assert summary["rounds"][0]["pl_count"] == len(accepted_1)
+    assert summary["rounds"][1]["pl_count"] == len(accepted_1) + int(second["accepted"].sum())
     assert (
         fgar(
             "evaluate",
@@ -239,6 +246,19 @@ def test_selftrain_then_evaluate(run: Path) -> None:
     preds, _ = read_h5(run / "eval" / "predictions.h5", "fgar.predictions", 1)
     top1 = float((preds["probs_action"].argmax(1) == preds["labels"]).mean())
     assert top1 == pytest.approx(metrics["action"]["top1"])
+
+
+def test_selftrain_keeps_accepted_clips_once_every_clip_is_labeled(run: Path, capsys) -> None:
+    out = run / "st_all"
+    args = ["--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt", "--theta", "0", "--rounds", "2"]
+    assert fgar("selftrain", *args, "--epochs", "1", "--out-dir", out) == 0
+    first = read_pseudo_labels(out / "round_1" / "pseudo.h5")
+    assert first["accepted"].all()  # theta 0 accepts every clip in round 1
+    assert not (out / "round_2" / "pseudo.h5").exists()  # nothing left to label, yet round 2 trains
+    assert (out / "round_2" / "E.pt").exists()
+    summary = json.loads((out / "selftrain.json").read_text())
+    assert [r["pl_count"] for r in summary["rounds"]] == [len(first["video_ids"])] * 2
+    assert "every unlabeled clip is pseudo-labeled already" in capsys.readouterr().err
 
 
 def test_interrupted_selftrain_resumes_to_the_same_weights(run: Path, monkeypatch, capsys) -> None:

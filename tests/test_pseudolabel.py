@@ -10,28 +10,40 @@ from fgar_cli.errors import FgarError
 from fgar_cli.metrics import auroc, classification_metrics
 from fgar_cli.stages.openworld import leave_one_out_threshold
 from fgar_cli.stages.pseudolabel import (
-    class_alignability,
+    TAU_GRID,
+    class_logits,
+    fit_temperature,
+    leave_one_out_class_logits,
     nonparametric_probs,
     pseudo_label_stats,
     select_pseudo_labels,
 )
 
 
-def test_class_alignability_averages_rho_members_of_each_class() -> None:
+def test_class_logits_average_rho_members_of_each_class() -> None:
     # 2 queries x 5 gallery clips: classes 0,0,1,1,1.
-    scores = torch.tensor([[0.9, 0.7, 0.1, 0.2, 0.3], [0.2, 0.4, 0.8, 0.6, 1.0]])
+    logits = torch.tensor([[0.9, 0.7, 0.1, 0.2, 0.3], [0.2, 0.4, 0.8, 0.6, 1.0]])
     labels = np.array([0, 0, 1, 1, 1])
-    s = class_alignability(scores, labels, num_classes=2, rho=10, seed=0)  # rho > members: all of them
+    s = class_logits(logits, labels, num_classes=2, rho=10, seed=0)  # rho > members: all of them
     torch.testing.assert_close(s, torch.tensor([[0.8, 0.2], [0.3, 0.8]]))
-    # rho = 1 picks one seeded member per class: the value is one of the members' scores, reproducibly.
-    one = class_alignability(scores, labels, num_classes=2, rho=1, seed=3)
+    # rho = 1 picks one seeded member per class: the value is one of the members' logits, reproducibly.
+    one = class_logits(logits, labels, num_classes=2, rho=1, seed=3)
     assert one[0, 0].item() in (0.9, pytest.approx(0.7))
-    torch.testing.assert_close(one, class_alignability(scores, labels, num_classes=2, rho=1, seed=3))
+    torch.testing.assert_close(one, class_logits(logits, labels, num_classes=2, rho=1, seed=3))
+
+
+def test_averaging_logits_keeps_the_ranking_that_saturated_scores_lose() -> None:
+    # Class 0's members align a little better than class 1's, but both far enough to saturate the sigmoid.
+    logits = torch.tensor([[30.0, 28.0, 20.0, 19.0]])
+    labels = np.array([0, 0, 1, 1])
+    assert torch.sigmoid(logits)[0, :2].mean() == torch.sigmoid(logits)[0, 2:].mean()  # both 1.0 in float32
+    p_A = nonparametric_probs(class_logits(logits, labels, num_classes=2, rho=8, seed=0), tau=5.0)
+    assert p_A[0, 0] > 0.8
 
 
 def test_gallery_missing_a_class_is_a_clear_error() -> None:
     with pytest.raises(FgarError, match="no member of class 2"):
-        class_alignability(torch.ones(1, 2), np.array([0, 1]), num_classes=3, rho=4, seed=0)
+        class_logits(torch.ones(1, 2), np.array([0, 1]), num_classes=3, rho=4, seed=0)
 
 
 def test_nonparametric_probs_is_softmax_over_tau() -> None:
@@ -40,8 +52,53 @@ def test_nonparametric_probs_is_softmax_over_tau() -> None:
     expected = torch.exp(s / 0.1) / torch.exp(s / 0.1).sum()
     torch.testing.assert_close(p, expected)
     assert p.sum().item() == pytest.approx(1.0)
-    # A lower tau sharpens the distribution (DESIGN.md section 7: more labels pass theta).
+    # A lower tau sharpens the distribution.
     assert nonparametric_probs(s, tau=0.03).max() > p.max()
+
+
+def test_leave_one_out_class_logits_leave_the_clip_itself_out() -> None:
+    logits = torch.tensor([[9.0, 1.0, 2.0], [1.0, 9.0, 4.0], [2.0, 4.0, 9.0]])
+    labels = np.array([0, 0, 1])
+    out, usable = leave_one_out_class_logits(logits, labels, num_classes=2, rho=8, seed=0)
+    # clip 0: class 0 is clip 1 only (1.0), class 1 is clip 2 (2.0); clip 2 has no other class-1 member.
+    torch.testing.assert_close(out[:2], torch.tensor([[1.0, 2.0], [1.0, 4.0]]))
+    assert usable.tolist() == [True, True, False]
+
+
+def _noisy_logits(scale: float, query_labels: np.ndarray, gallery_labels: np.ndarray, seed: int) -> torch.Tensor:
+    """Logits with a known amount of class evidence: scale * (same class) + unit Gaussian noise."""
+    gen = torch.Generator().manual_seed(seed)
+    same = torch.as_tensor(query_labels[:, None] == gallery_labels[None, :]).float()
+    return scale * same + torch.randn(same.shape, generator=gen)
+
+
+LABELS = np.repeat(np.arange(4), 40)
+
+
+def test_fit_temperature_follows_the_scale_of_the_logits() -> None:
+    # The same evidence on a 10x larger logit scale needs a 10x larger tau: the fit must track it.
+    gallery = _noisy_logits(0.5, LABELS, LABELS, seed=0)
+    tau_small = fit_temperature(gallery, LABELS, num_classes=4, rho=8, seed=0)
+    tau_large = fit_temperature(gallery * 10, LABELS, num_classes=4, rho=8, seed=0)
+    assert tau_large / tau_small == pytest.approx(10, rel=0.15)
+    assert TAU_GRID[0] < tau_small < TAU_GRID[-1]  # an interior minimum, not a grid edge
+
+
+def test_fit_temperature_beats_fixed_taus_on_held_out_queries() -> None:
+    tau = fit_temperature(_noisy_logits(0.7, LABELS, LABELS, seed=0), LABELS, num_classes=4, rho=8, seed=0)
+    truth = np.repeat(np.arange(4), 50)
+    class_logit = class_logits(_noisy_logits(0.7, truth, LABELS, seed=1), LABELS, num_classes=4, rho=8, seed=1)
+
+    def nll(t: float) -> float:
+        return float(torch.nn.functional.cross_entropy(class_logit / t, torch.as_tensor(truth)))
+
+    assert nll(tau) < nll(tau / 4) and nll(tau) < nll(tau * 4)
+    assert nll(tau) < nll(0.1) and nll(tau) < nll(10.0)
+
+
+def test_fit_temperature_needs_two_clips_of_a_class() -> None:
+    with pytest.raises(FgarError, match="pass --tau"):
+        fit_temperature(torch.zeros(2, 2), np.array([0, 1]), num_classes=2, rho=8, seed=0)
 
 
 def _toy() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -105,9 +162,10 @@ def test_pseudo_label_stats_count_and_accuracy() -> None:
 
 
 def test_leave_one_out_threshold_uses_only_same_class_others() -> None:
-    scores = torch.tensor([[1.0, 0.6, 0.0], [0.6, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    # clip 2 is alone in its class; clips 0 and 1 score 0.6 with each other.
-    assert leave_one_out_threshold(scores, np.array([0, 0, 1]), 0.5) == pytest.approx(0.6)
+    logits = torch.tensor([[5.0, 0.4, -9.0], [0.4, 5.0, -9.0], [-9.0, -9.0, 5.0]])
+    # clip 2 is alone in its class; clips 0 and 1 have logit 0.4 with each other: S = sigmoid(0.4).
+    expected = torch.sigmoid(torch.tensor(0.4)).item()
+    assert leave_one_out_threshold(logits, np.array([0, 0, 1]), 8, 0.5) == pytest.approx(expected)
 
 
 def test_classification_metrics_by_hand() -> None:

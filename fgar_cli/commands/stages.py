@@ -37,7 +37,11 @@ RESUME = typer.Option(None, "--resume/--no-resume", help="Continue from the last
 CKPT_A = typer.Option(None, "--ckpt-a", help="f_A checkpoint (A.pt).")
 CKPT_E = typer.Option(None, "--ckpt-e", help="f_E checkpoint (E.pt).")
 THETA = typer.Option(None, "--theta", help="Confidence threshold in [0, 1] (default 0.8).")
-TAU = typer.Option(None, "--tau", help="Temperature of the non-parametric classifier (default 0.1).")
+TAU = typer.Option(
+    None,
+    "--tau",
+    help="Temperature of the non-parametric classifier, Eq. 8 (default: fitted on the labeled gallery, leave-one-out).",
+)
 RHO = typer.Option(None, "--rho", help="Gallery clips per class (default 8).")
 SOURCE = typer.Option(None, "--source", help="collab (FinePseudo), action, alignability or verify.")
 
@@ -124,7 +128,7 @@ def pseudolabel_cmd(
     ckpt_a: str = CKPT_A,
     ckpt_e: str = CKPT_E,
     theta: float = THETA,
-    tau: float = TAU,
+    tau: float | None = TAU,
     rho: int = RHO,
     source: str = SOURCE,
     gallery: str = typer.Option(None, "--gallery", help="Reuse this gallery.h5 instead of embedding D_l."),
@@ -156,7 +160,7 @@ def selftrain_cmd(
     rounds: int = typer.Option(None, "--rounds", help="Self-training rounds, max_iter (default 2)."),
     epochs: int = typer.Option(None, "--epochs", help="Epochs per round, max_epoch_st (default 5)."),
     theta: float = THETA,
-    tau: float = TAU,
+    tau: float | None = TAU,
     rho: int = RHO,
     source: str = SOURCE,
     lr_e: float = typer.Option(None, "--lr-e"),
@@ -189,7 +193,7 @@ def evaluate_cmd(
     out_dir: Path = typer.Option(None, "--out-dir", help="Writes metrics.json, predictions.h5, confusion_*.png."),
     num_views: int = typer.Option(None, "--num-views", help="Clips per video, averaged (default 3)."),
     subset: str = typer.Option(None, "--subset", help="test (default), unlabeled or labeled."),
-    tau: float = TAU,
+    tau: float | None = TAU,
     rho: int = RHO,
     index: str = typer.Option(None, "--index"),
     split: str = typer.Option(None, "--split"),
@@ -228,7 +232,7 @@ def openworld_cmd(
     rounds: int = typer.Option(None, "--rounds"),
     epochs: int = typer.Option(None, "--epochs"),
     theta: float = THETA,
-    tau: float = TAU,
+    tau: float | None = TAU,
     rho: int = RHO,
     index: str = typer.Option(None, "--index"),
     split: str = typer.Option(None, "--split"),

@@ -29,11 +29,12 @@ from fgar_cli.stages.common import (
 from fgar_cli.stages.pseudolabel import (
     build_gallery,
     check_classes,
-    class_alignability,
+    class_logits,
+    gallery_temperature,
     load_encoders,
     nonparametric_probs,
 )
-from fgar_cli.training import alignability_scores, embed_clips, predict_clips
+from fgar_cli.training import alignability_logits, embed_clips, predict_clips
 
 PREDICTIONS_SCHEMA, PREDICTIONS_VERSION = "fgar.predictions", 1
 
@@ -57,14 +58,16 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     model_e = build_model_from_checkpoint(ckpt_e).to(device)
     p_E, valid = predict_clips(model_e, loader, device, f"{cfg.subset} f_E")
     probs = {"action": p_E.mean(1)}
+    tau = None
     if ckpt_a is not None:
         model_a = build_model_from_checkpoint(ckpt_a).to(device)
         gamma = float(ckpt_a["config"].get("gamma", 0.1))
         gallery = build_gallery(model_a, data, clip, device, cfg.batch_size)
         emb, _ = embed_clips(model_a, loader, device, f"{cfg.subset} f_A")
-        scores = alignability_scores(model_a, emb.nan_to_num(), gallery.embeddings, gamma, device)
-        class_scores = class_alignability(scores, gallery.labels, data.num_classes, cfg.rho, cfg.seed)
-        probs["alignability"] = nonparametric_probs(class_scores, cfg.tau)
+        logits = alignability_logits(model_a, emb.nan_to_num(), gallery.embeddings, gamma, device)
+        class_logit = class_logits(logits, gallery.labels, data.num_classes, cfg.rho, cfg.seed)
+        tau = cfg.tau or gallery_temperature(model_a, gallery, data.num_classes, cfg.rho, gamma, device, cfg.seed)
+        probs["alignability"] = nonparametric_probs(class_logit, tau)
         probs["combined"] = (probs["action"] + probs["alignability"]) / 2
 
     keep = valid.numpy()
@@ -75,6 +78,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         "unreadable": int((~keep).sum()),
         "checkpoint_e": cfg.ckpt_e,
         "checkpoint_a": cfg.ckpt_a,
+        "tau": tau,
     }
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -27,25 +27,22 @@ from fgar_cli.metrics import auroc
 from fgar_cli.models import build_model_from_checkpoint
 from fgar_cli.stages.common import data_paths_from_checkpoint, load_stage_data, resolve_device
 from fgar_cli.stages.evaluate import evaluate
-from fgar_cli.stages.pseudolabel import build_gallery, load_encoders, read_pseudo_labels
+from fgar_cli.stages.pseudolabel import build_gallery, leave_one_out_class_logits, load_encoders, read_pseudo_labels
 from fgar_cli.stages.selftrain import selftrain
-from fgar_cli.training import alignability_scores
+from fgar_cli.training import alignability_logits
 
 
-def leave_one_out_threshold(scores: torch.Tensor, labels: np.ndarray, quantile: float) -> float:
-    """The `quantile` of each gallery clip's mean score against the other clips of its class."""
-    own: list[float] = []
-    for i in range(len(labels)):
-        same = np.flatnonzero(labels == labels[i])
-        same = same[same != i]
-        if len(same):
-            own.append(float(scores[i, torch.as_tensor(same)].mean()))
-    if not own:
+def leave_one_out_threshold(logits: torch.Tensor, labels: np.ndarray, rho: int, quantile: float) -> float:
+    """The `quantile` of each gallery clip's own-class alignability S_c against the rest of its class."""
+    class_logit, _ = leave_one_out_class_logits(logits, labels, int(labels.max()) + 1, rho, seed=0)
+    own = class_logit[torch.arange(len(labels)), torch.as_tensor(labels)]
+    own = torch.sigmoid(own[~torch.isnan(own)])
+    if not len(own):
         raise FgarError(
             "cannot calibrate the novelty threshold: every known class has a single labeled clip; "
             "pass --novel-threshold"
         )
-    return float(np.quantile(own, quantile))
+    return float(np.quantile(own.numpy(), quantile))
 
 
 def novel_rejection(pseudo_path: Path) -> dict[str, float]:
@@ -76,10 +73,10 @@ def openworld(cfg: OpenWorldConfig) -> dict[str, Any]:
         device = resolve_device(cfg.device)
         model_a = build_model_from_checkpoint(ckpt_a).to(device)
         gallery = build_gallery(model_a, data, ckpt_e["config"], device, cfg.batch_size)
-        scores = alignability_scores(
+        logits = alignability_logits(
             model_a, gallery.embeddings, gallery.embeddings, float(ckpt_a["config"].get("gamma", 0.1)), device
         )
-        threshold = leave_one_out_threshold(scores, gallery.labels, cfg.novel_quantile)
+        threshold = leave_one_out_threshold(logits, gallery.labels, cfg.rho, cfg.novel_quantile)
     result = selftrain(cfg, novel_threshold=threshold)
     out = Path(cfg.out_dir)
     eval_cfg = EvaluateConfig(

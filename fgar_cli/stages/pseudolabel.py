@@ -2,8 +2,11 @@
 
 1. Embed the labeled set D_l with f_A into a gallery A (gallery.h5).
 2. For each unlabeled clip u and class c, take rho gallery members of class c (seeded) and average
-   their alignability scores S(u, a) = sigmoid(f_S(D(u, a))) into S_c (Eq. 7).
-3. The non-parametric classifier is p_A = softmax(S_c / tau) (Eq. 8); p_E is f_E's softmax.
+   their alignability logits f_S(D(u, a)) into the class logit l_c (Eq. 7); the class alignability
+   is S_c = sigmoid(l_c). (The paper averages the scores sigmoid(f_S(D)); their sigmoids saturate,
+   so the average hid which class aligned best: docs/METHOD.md and docs/RESULTS.md.)
+3. The non-parametric classifier is p_A = softmax(l_c / tau) (Eq. 8), with tau fitted on the gallery
+   by leave-one-out unless given; p_E is f_E's softmax.
 4. `collab` (FinePseudo): p = (p_A + p_E) / 2; accept argmax p when max p > theta (Algorithm 1).
    `action`: p_E alone (confidence-only pseudo-labeling). `alignability`: p_A alone.
    `verify`: f_E's label when max p_E > theta and its class alignability S_c exceeds 0.6 (Table 6).
@@ -36,7 +39,7 @@ from fgar_cli.stages.common import (
     resolve_device,
     seed_everything,
 )
-from fgar_cli.training import alignability_scores, embed_clips, predict_clips
+from fgar_cli.training import alignability_logits, embed_clips, predict_clips
 
 GALLERY_SCHEMA, GALLERY_VERSION = "fgar.gallery", 1
 PSEUDO_SCHEMA, PSEUDO_VERSION = "fgar.pseudo", 1
@@ -45,25 +48,70 @@ PSEUDO_SCHEMA, PSEUDO_VERSION = "fgar.pseudo", 1
 # --------------------------------------------------------------------------- the method's formulas
 
 
-def class_alignability(
-    scores: torch.Tensor, gallery_labels: np.ndarray, num_classes: int, rho: int, seed: int
+def class_logits(
+    logits: torch.Tensor, gallery_labels: np.ndarray, num_classes: int, rho: int, seed: int
 ) -> torch.Tensor:
-    """S_c of Eq. 7: the mean score against rho seeded gallery members of each class, (Q, C)."""
+    """Eq. 7 on logits: the mean f_S logit against rho seeded gallery members of each class, (Q, C).
+
+    The class alignability S_c is its sigmoid (`torch.sigmoid(class_logits(...))`).
+    """
     rng = np.random.default_rng(seed)
-    out = torch.empty(scores.shape[0], num_classes)
+    out = torch.empty(logits.shape[0], num_classes)
     for c in range(num_classes):
         members = np.flatnonzero(gallery_labels == c)
         if len(members) == 0:
             raise FgarError(f"the gallery has no member of class {c}: every class needs at least one labeled clip")
         if len(members) > rho:
             members = rng.choice(members, size=rho, replace=False)
-        out[:, c] = scores[:, torch.as_tensor(members)].mean(1)
+        out[:, c] = logits[:, torch.as_tensor(members)].mean(1)
     return out
 
 
-def nonparametric_probs(class_scores: torch.Tensor, tau: float) -> torch.Tensor:
-    """p_A of Eq. 8."""
-    return torch.softmax(class_scores / tau, dim=1)
+def nonparametric_probs(class_logit: torch.Tensor, tau: float) -> torch.Tensor:
+    """p_A of Eq. 8, over the class logits of Eq. 7."""
+    return torch.softmax(class_logit / tau, dim=1)
+
+
+TAU_GRID = np.logspace(-2, 2, 81)
+
+
+def leave_one_out_class_logits(
+    logits: torch.Tensor, labels: np.ndarray, num_classes: int, rho: int, seed: int
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Eq. 7 for every gallery clip against the rest of the gallery (itself left out), (N, C).
+
+    Returns the logits and the rows that have them for every class (a class whose only member is
+    the clip itself leaves that clip out).
+    """
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    out = torch.full((n, num_classes), float("nan"))
+    for c in range(num_classes):
+        members = np.flatnonzero(labels == c)
+        for i in range(n):
+            others = members[members != i]
+            if len(others) == 0:
+                continue
+            if len(others) > rho:
+                others = rng.choice(others, size=rho, replace=False)
+            out[i, c] = logits[i, torch.as_tensor(others)].mean()
+    usable = ~torch.isnan(out).any(1).numpy()
+    return out, usable
+
+
+def fit_temperature(logits: torch.Tensor, labels: np.ndarray, num_classes: int, rho: int, seed: int) -> float:
+    """tau of Eq. 8 fitted on the labeled gallery alone: the leave-one-out negative log-likelihood minimum.
+
+    f_S is trained to separate pairs, not to make a C-way classifier calibrated; a fixed tau gives
+    probabilities whose scale depends on f_S's slope. Leave-one-out uses only labeled clips, so no
+    unlabeled or test label is ever seen.
+    """
+    class_logit, usable = leave_one_out_class_logits(logits, labels, num_classes, rho, seed)
+    if usable.sum() < 2:
+        raise FgarError("cannot fit tau: the gallery needs two labeled clips in some class; pass --tau")
+    x, y = class_logit[usable].double(), torch.as_tensor(labels[usable])
+    nll = [float(torch.nn.functional.cross_entropy(x / tau, y)) for tau in TAU_GRID]
+    return float(TAU_GRID[int(np.argmin(nll))])
 
 
 def select_pseudo_labels(
@@ -147,6 +195,14 @@ def save_gallery(path: Path, gallery: Gallery, config: dict[str, Any], inputs: l
     )
 
 
+def gallery_temperature(
+    model_a: nn.Module, gallery: Gallery, num_classes: int, rho: int, gamma: float, device: torch.device, seed: int
+) -> float:
+    """`fit_temperature` on the gallery's own alignability logits (leave-one-out)."""
+    logits = alignability_logits(model_a, gallery.embeddings, gallery.embeddings, gamma, device)
+    return fit_temperature(logits, gallery.labels, num_classes, rho, seed)
+
+
 def load_gallery(path: str | Path, class_names: list[str]) -> Gallery:
     data, _ = read_h5(
         path,
@@ -220,9 +276,10 @@ def pseudo_label(
     novel_threshold: float | None = None,
     config: dict[str, Any] | None = None,
     inputs: list[str] | None = None,
+    ids: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Pseudo-label the unlabeled split; write gallery.h5 and pseudo.h5 into `out_dir`."""
-    ids = data.split.unlabeled
+    """Pseudo-label `ids` (default: the unlabeled split); write gallery.h5 and pseudo.h5 into `out_dir`."""
+    ids = data.split.unlabeled if ids is None else ids
     if not ids:
         raise FgarError(f"{data.split_path}: the unlabeled split is empty: there is nothing to pseudo-label")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -230,15 +287,17 @@ def pseudo_label(
     loader = make_loader(dataset, opts["batch_size"], False, 0)
     p_E, valid = predict_clips(model_e, loader, device, "unlabeled f_E")
     p_E = p_E[:, 0]
-    p_A = class_scores = None
+    p_A = class_scores = tau = None
     if model_a is not None:
         if gallery is None:
             gallery = build_gallery(model_a, data, clip, device, opts["batch_size"])
             save_gallery(out_dir / "gallery.h5", gallery, config or {}, inputs or [])
         emb, _ = embed_clips(model_a, loader, device, "unlabeled f_A")
-        scores = alignability_scores(model_a, emb[:, 0].nan_to_num(), gallery.embeddings, gamma, device)
-        class_scores = class_alignability(scores, gallery.labels, data.num_classes, opts["rho"], seed + round_)
-        p_A = nonparametric_probs(class_scores, opts["tau"])
+        logits = alignability_logits(model_a, emb[:, 0].nan_to_num(), gallery.embeddings, gamma, device)
+        class_logit = class_logits(logits, gallery.labels, data.num_classes, opts["rho"], seed + round_)
+        class_scores = torch.sigmoid(class_logit)
+        tau = opts["tau"] or gallery_temperature(model_a, gallery, data.num_classes, opts["rho"], gamma, device, seed)
+        p_A = nonparametric_probs(class_logit, tau)
     chosen = select_pseudo_labels(
         p_A,
         p_E.nan_to_num(1.0 / data.num_classes),
@@ -255,7 +314,7 @@ def pseudo_label(
     max_alignability = class_scores.max(1).values if class_scores is not None else torch.full((len(ids),), float("nan"))
     attrs = {
         "theta": opts["theta"],
-        "tau": opts["tau"],
+        "tau": float("nan") if tau is None else tau,
         "rho": opts["rho"],
         "source": opts["source"],
         "round": round_,
@@ -285,7 +344,7 @@ def pseudo_label(
         config=config,
         inputs=inputs,
     )
-    stats.update({"novel": int(chosen["novel"].sum()), "pseudo": str(out_dir / "pseudo.h5")})
+    stats.update({"novel": int(chosen["novel"].sum()), "pseudo": str(out_dir / "pseudo.h5"), "tau": tau})
     return stats
 
 

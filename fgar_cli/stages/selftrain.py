@@ -5,10 +5,11 @@
         train f_E (CE) and f_A (L_AV) for max_epoch_st epochs on D_l plus
         the accepted pseudo-labels                                          -> round_k/E.pt, A.pt
 
-Choices where the paper is silent (docs/METHOD.md): every round re-labels all of D_u (a label
-accepted in one round is not kept if it falls below theta later); the gallery is the labeled set
-only, so pseudo-labels never vouch for themselves; training continues from the previous round's
-weights with a fresh optimizer. With `--source action` (confidence-only pseudo-labeling) f_A takes
+As in Algorithm 1 (line 23), an accepted clip is added to D_l with its label and keeps it: later
+rounds pseudo-label only the clips not yet accepted, so the pseudo-labeled set grows round by round.
+Choices where the paper is silent (docs/METHOD.md): the gallery is the truly labeled set only, so
+pseudo-labels never vouch for themselves; training continues from the previous round's weights
+with a fresh optimizer. With `--source action` (confidence-only pseudo-labeling) f_A takes
 no part and is not trained.
 
 Every epoch writes a resumable checkpoint and every round its pseudo.h5, so `--resume` after an
@@ -21,11 +22,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fgar_cli.artifacts import atomic_copy, atomic_write_json, load_checkpoint
 from fgar_cli.config import SelfTrainConfig
 from fgar_cli.errors import FgarError
 from fgar_cli.models import build_model_from_checkpoint
 from fgar_cli.stages.common import (
+    StageData,
     console,
     data_paths_from_checkpoint,
     load_stage_data,
@@ -42,6 +46,23 @@ from fgar_cli.stages.pseudolabel import (
 )
 
 LOSS_KEYS = ("gamma", "margin", "omega", "classes_per_batch", "clips_per_class")
+
+
+def accepted_labels(pl: dict[str, Any]) -> dict[str, int]:
+    """The accepted clips of one pseudo.h5 and their labels."""
+    return {vid: int(y) for vid, y, ok in zip(pl["video_ids"], pl["label"], pl["accepted"], strict=True) if ok}
+
+
+def cumulative_stats(pseudo_labeled: dict[str, int], data: StageData) -> dict[str, Any]:
+    """Count and accuracy (against the split's ground truth) of every pseudo-label accepted so far."""
+    ids = list(pseudo_labeled)
+    stats = pseudo_label_stats(
+        np.array([pseudo_labeled[i] for i in ids], dtype=np.int64),
+        np.ones(len(ids), dtype=bool),
+        np.array([data.label_of[i] for i in ids], dtype=np.int64),
+    )
+    stats["unlabeled"] = len(data.split.unlabeled)
+    return stats
 
 
 def selftrain(cfg: SelfTrainConfig, novel_threshold: float | None = None) -> dict[str, Any]:
@@ -81,22 +102,27 @@ def selftrain(cfg: SelfTrainConfig, novel_threshold: float | None = None) -> dic
     payload_base = {"class_names": data.class_names, "config": stored}
     inputs = [p for p in (cfg.ckpt_a, cfg.ckpt_e) if p]
     rounds: list[dict[str, Any]] = []
+    pseudo_labeled: dict[str, int] = {}  # Algorithm 1 line 23: accepted clips join D_l for good
 
     for r in range(1, cfg.rounds + 1):
         rdir = out / f"round_{r}"
         done_e, done_a = rdir / "E.pt", rdir / "A.pt"
+        remaining = [i for i in data.split.unlabeled if i not in pseudo_labeled]
         if cfg.resume and done_e.exists() and (done_a.exists() or not train_a):
-            # A finished round: take its weights and statistics, redo nothing.
+            # A finished round: take its weights and pseudo-labels, redo nothing.
             model_e.load_state_dict(load_checkpoint(done_e, kind="action")["state_dict"])
             if train_a:
                 model_a.load_state_dict(load_checkpoint(done_a, kind="alignability")["state_dict"])
-            pl = read_pseudo_labels(rdir / "pseudo.h5")
-            rounds.append({"round": r, **pseudo_label_stats(pl["label"], pl["accepted"], pl.get("truth"))})
+            if remaining:
+                pseudo_labeled |= accepted_labels(read_pseudo_labels(rdir / "pseudo.h5"))
+            rounds.append({"round": r, **cumulative_stats(pseudo_labeled, data)})
             console.print(f"round {r} is complete; resuming after it")
             continue
 
         seed = cfg.seed + 1000 * r
-        if cfg.resume and (rdir / "pseudo.h5").exists():
+        if not remaining:
+            console.print(f"round {r}: every unlabeled clip is pseudo-labeled already")
+        elif cfg.resume and (rdir / "pseudo.h5").exists():
             console.print(f"round {r}: reusing {rdir / 'pseudo.h5'}")
         else:
             pseudo_label(
@@ -113,15 +139,17 @@ def selftrain(cfg: SelfTrainConfig, novel_threshold: float | None = None) -> dic
                 novel_threshold=novel_threshold,
                 config=stored,
                 inputs=inputs,
+                ids=remaining,
             )
-        pl = read_pseudo_labels(rdir / "pseudo.h5")
-        stats = {"round": r, **pseudo_label_stats(pl["label"], pl["accepted"], pl.get("truth"))}
+        new = accepted_labels(read_pseudo_labels(rdir / "pseudo.h5")) if remaining else {}
+        pseudo_labeled |= new
+        stats = {"round": r, **cumulative_stats(pseudo_labeled, data)}
         console.print(
-            f"round {r}: {stats['pl_count']} of {stats['unlabeled']} unlabeled clips accepted, "
+            f"round {r}: {len(new)} of {len(remaining)} clips newly accepted; "
+            f"{stats['pl_count']} of {stats['unlabeled']} unlabeled clips pseudo-labeled, "
             f"accuracy {stats['pl_accuracy']:.3f}"
         )
-        accepted = {vid: int(y) for vid, y, ok in zip(pl["video_ids"], pl["label"], pl["accepted"], strict=True) if ok}
-        labels = {i: data.label_of[i] for i in data.split.labeled} | accepted
+        labels = {i: data.label_of[i] for i in data.split.labeled} | pseudo_labeled
         ids = list(labels)
         payload = {**payload_base, "round": r, "pseudo_labels": stats}
 
