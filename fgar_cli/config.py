@@ -79,7 +79,7 @@ def build_config(
 # --------------------------------------------------------------------------- stage configs
 #
 # Where each default comes from (the paper leaves most hyperparameters out, DESIGN.md section 1):
-# * theta 0.8: the paper's example confidence threshold (Sec. 3.2).
+# * theta 0.8: the paper names a confidence threshold (Sec. 3.2) but gives no value; 0.8 is our design notes' example.
 # * verify_threshold 0.6: the paper's label-verification variant (Table 6).
 # * tau: fitted by leave-one-out on the labeled gallery unless given; rho 8, gamma 0.1, margin, omega 1.0:
 #   ours; see docs/METHOD.md for the reasoning.

@@ -15,7 +15,7 @@ import torch
 
 from fgar_cli.artifacts import load_checkpoint, read_h5, write_h5
 from fgar_cli.cli import main
-from fgar_cli.stages.pseudolabel import read_pseudo_labels
+from fgar_cli.stages.pseudolabel import TAU_GRID, read_pseudo_labels
 
 CLIP = ["--num-frames", "8", "--size", "32"]
 
@@ -163,6 +163,11 @@ def test_pseudolabel_sources_write_consistent_artifacts(run: Path, source: str, 
     if accepted.any():
         assert attrs["pl_accuracy"] == pytest.approx(float((data["label"][accepted] == truth[accepted]).mean()))
     assert attrs["theta"] == 0.4 and attrs["source"] == source
+    if source != "action":  # p_A is Eq. 8 over the stored class logits, with tau fitted on the gallery
+        assert attrs["tau"] in TAU_GRID
+        expected_p_A = torch.softmax(torch.from_numpy(data["class_logits"]) / attrs["tau"], 1).numpy()
+        np.testing.assert_allclose(p_A, expected_p_A, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(data["class_alignability"], 1 / (1 + np.exp(-data["class_logits"])), rtol=1e-5)
     gallery, _ = read_h5(out / "gallery.h5", "fgar.gallery", 1)
     assert set(gallery["labels"].tolist()) == {0, 1, 2}
     assert gallery["embeddings"].shape[1:] == (8, 128)
@@ -190,6 +195,15 @@ def test_pseudolabel_reuses_a_gallery_and_gets_the_same_labels(run: Path) -> Non
     first, _ = read_h5(run / "pl_collab" / "pseudo.h5", "fgar.pseudo", 1)
     again, _ = read_h5(out / "pseudo.h5", "fgar.pseudo", 1)
     np.testing.assert_allclose(first["p_A"], again["p_A"], rtol=1e-4, atol=1e-6)
+
+
+def test_pseudolabel_takes_a_fixed_tau(run: Path) -> None:
+    out = run / "pl_tau"
+    args = ["--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt", "--tau", "0.5", "--out-dir", out]
+    assert fgar("pseudolabel", *args) == 0
+    data, attrs = read_h5(out / "pseudo.h5", "fgar.pseudo", 1)
+    assert attrs["tau"] == 0.5
+    np.testing.assert_allclose(data["p_A"], torch.softmax(torch.from_numpy(data["class_logits"]) / 0.5, 1), rtol=1e-4)
 
 
 def test_selftrain_then_evaluate(run: Path) -> None:

@@ -72,6 +72,8 @@ def nonparametric_probs(class_logit: torch.Tensor, tau: float) -> torch.Tensor:
     return torch.softmax(class_logit / tau, dim=1)
 
 
+# Candidate temperatures for `fit_temperature`: 81 log-spaced values, 12% apart. The class logits scale with
+# f_S's learned slope, so tau must be free to range over several decades.
 TAU_GRID = np.logspace(-2, 2, 81)
 
 
@@ -287,7 +289,7 @@ def pseudo_label(
     loader = make_loader(dataset, opts["batch_size"], False, 0)
     p_E, valid = predict_clips(model_e, loader, device, "unlabeled f_E")
     p_E = p_E[:, 0]
-    p_A = class_scores = tau = None
+    p_A = class_logit = class_scores = tau = None
     if model_a is not None:
         if gallery is None:
             gallery = build_gallery(model_a, data, clip, device, opts["batch_size"])
@@ -338,6 +340,7 @@ def pseudo_label(
             "max_alignability": max_alignability,
             "truth": truth,
             "class_alignability": class_scores if class_scores is not None else nan,
+            "class_logits": class_logit if class_scores is not None else nan,
             "class_names": data.class_names,
         },
         attrs=attrs,
