@@ -34,7 +34,7 @@ from fgar_cli.training import alignability_logits
 
 def leave_one_out_threshold(logits: torch.Tensor, labels: np.ndarray, rho: int, quantile: float) -> float:
     """The `quantile` of each gallery clip's own-class alignability S_c against the rest of its class."""
-    class_logit, _ = leave_one_out_class_logits(logits, labels, int(labels.max()) + 1, rho, seed=0)
+    class_logit = leave_one_out_class_logits(logits, labels, int(labels.max()) + 1, rho, seed=0)
     own = class_logit[torch.arange(len(labels)), torch.as_tensor(labels)]
     own = torch.sigmoid(own[~torch.isnan(own)])
     if not len(own):

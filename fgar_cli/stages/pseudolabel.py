@@ -79,11 +79,10 @@ TAU_GRID = np.logspace(-2, 2, 81)
 
 def leave_one_out_class_logits(
     logits: torch.Tensor, labels: np.ndarray, num_classes: int, rho: int, seed: int
-) -> tuple[torch.Tensor, np.ndarray]:
+) -> torch.Tensor:
     """Eq. 7 for every gallery clip against the rest of the gallery (itself left out), (N, C).
 
-    Returns the logits and the rows that have them for every class (a class whose only member is
-    the clip itself leaves that clip out).
+    NaN where the clip is its class's only member: that class has no other member to average.
     """
     rng = np.random.default_rng(seed)
     n = len(labels)
@@ -97,8 +96,7 @@ def leave_one_out_class_logits(
             if len(others) > rho:
                 others = rng.choice(others, size=rho, replace=False)
             out[i, c] = logits[i, torch.as_tensor(others)].mean()
-    usable = ~torch.isnan(out).any(1).numpy()
-    return out, usable
+    return out
 
 
 def fit_temperature(logits: torch.Tensor, labels: np.ndarray, num_classes: int, rho: int, seed: int) -> float:
@@ -108,7 +106,8 @@ def fit_temperature(logits: torch.Tensor, labels: np.ndarray, num_classes: int, 
     probabilities whose scale depends on f_S's slope. Leave-one-out uses only labeled clips, so no
     unlabeled or test label is ever seen.
     """
-    class_logit, usable = leave_one_out_class_logits(logits, labels, num_classes, rho, seed)
+    class_logit = leave_one_out_class_logits(logits, labels, num_classes, rho, seed)
+    usable = ~torch.isnan(class_logit).any(1).numpy()
     if usable.sum() < 2:
         raise FgarError("cannot fit tau: the gallery needs two labeled clips in some class; pass --tau")
     x, y = class_logit[usable].double(), torch.as_tensor(labels[usable])
@@ -340,7 +339,7 @@ def pseudo_label(
             "max_alignability": max_alignability,
             "truth": truth,
             "class_alignability": class_scores if class_scores is not None else nan,
-            "class_logits": class_logit if class_scores is not None else nan,
+            "class_logits": class_logit if class_logit is not None else nan,
             "class_names": data.class_names,
         },
         attrs=attrs,
