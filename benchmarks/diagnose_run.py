@@ -5,7 +5,8 @@
 Prints, for the run's labeled split as gallery and its test split as queries:
 * soft-DTW 1-NN and the class-mean classifier (Eq. 7, rho 8) on centred 16 x 16 grey frames: what
   alignment alone does with no learning;
-* the same with f_A's embeddings (fit/A.pt) and with f_A after GITDL only (pretrain/A0.pt);
+* the same with f_A's embeddings (fit/A.pt) and with f_A after GITDL only (pretrain/A0.pt), scored
+  as every stage scores (`fgar_cli.method.gallery.score_queries`);
 * f_E's (fit/E.pt) accuracy on its own labeled clips and on the unlabeled clips (memorising or learning?);
 * from each round of the FinePseudo arm (st_finepseudo/round_K/pseudo.h5): the fitted tau, the
   quantiles of max p, max p_A and max p_E, the accuracy of each argmax, and for several theta how many
@@ -22,36 +23,38 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fgar_cli.artifacts import load_checkpoint, read_h5
-from fgar_cli.models import build_model_from_checkpoint
+from fgar_cli.artifacts import read_h5
+from fgar_cli.checkpoints import load_action, load_alignability_weights
+from fgar_cli.config import AlignabilityLoss, ClassifierConfig, ClipConfig
+from fgar_cli.data.batches import inference_loader
+from fgar_cli.data.dataset import ClipMode
+from fgar_cli.data.run_data import RunData, load_run_data
+from fgar_cli.inference import predict_clips
+from fgar_cli.method.gallery import Gallery, score_queries
+from fgar_cli.method.nonparametric import class_logits
 from fgar_cli.softdtw import pairwise_soft_dtw
-from fgar_cli.stages.common import clip_dataset, load_stage_data, make_loader
-from fgar_cli.stages.pseudolabel import class_logits
-from fgar_cli.training import predict_clips
+
+CPU = torch.device("cpu")
+RHO = 8
+GAMMA = AlignabilityLoss().gamma  # fgar's default; pretrain/A0.pt records no alignability loss
 
 
-def clips(data, ids: list[str], clip: dict) -> torch.Tensor:
-    dataset = clip_dataset(data, ids, clip, mode="test")
+def clips(data: RunData, ids: list[str], clip: ClipConfig) -> torch.Tensor:
+    dataset = data.clips(ids, clip, ClipMode.TEST)
     return torch.stack([dataset[i]["video"] for i in range(len(ids))])
 
 
-def alignment_accuracy(
-    gallery: torch.Tensor, queries: torch.Tensor, g_labels: np.ndarray, q_labels: np.ndarray, classes: int
-) -> tuple[float, float]:
-    distances = pairwise_soft_dtw(F.normalize(queries, dim=-1), F.normalize(gallery, dim=-1), 0.1)
-    nearest = g_labels[distances.argmin(1).numpy()]
-    class_mean = class_logits(-distances, g_labels, classes, 8, 0).argmax(1).numpy()
-    return float((nearest == q_labels).mean()), float((class_mean == q_labels).mean())
+def accuracies(pair_logits: torch.Tensor, class_logit: torch.Tensor, gallery: Gallery, truth: np.ndarray) -> str:
+    nearest = gallery.labels[pair_logits.argmax(1).numpy()]
+    return f"1-NN {(nearest == truth).mean():.3f}, class mean {(class_logit.argmax(1).numpy() == truth).mean():.3f}"
 
 
 def main(run: Path) -> None:
-    e_ckpt = load_checkpoint(run / "fit" / "E.pt", kind="action")
-    cfg = e_ckpt["config"]
-    data = load_stage_data(cfg["index"], cfg["split"])
-    clip = {"num_frames": cfg["num_frames"], "size": cfg["size"]}
+    action = load_action(str(run / "fit" / "E.pt"))
+    data = load_run_data(action.recipe.data)
+    clip = action.recipe.clip
     labeled, test = data.split.labeled, data.split.test
-    y_l = np.array([data.label_of[i] for i in labeled])
-    y_t = np.array([data.label_of[i] for i in test])
+    y_l, y_t = data.truth(labeled), data.truth(test)
     x_l, x_t = clips(data, labeled, clip), clips(data, test, clip)
     print(
         f"{run}: {data.num_classes} classes, gallery {len(labeled)} labeled clips, {len(test)} test clips, "
@@ -62,23 +65,26 @@ def main(run: Path) -> None:
         g = F.adaptive_avg_pool2d(x.mean(2), 16).flatten(2)
         return g - g.mean(-1, keepdim=True)
 
-    nn1, cm = alignment_accuracy(grey16(x_l), grey16(x_t), y_l, y_t, data.num_classes)
-    print(f"  centred 16x16 grey frames, soft-DTW: 1-NN {nn1:.3f}, class mean {cm:.3f}")
+    grey = Gallery(grey16(x_l), y_l, labeled, data.class_names)
+    unit_queries, unit_gallery = F.normalize(grey16(x_t), dim=-1), F.normalize(grey.embeddings, dim=-1)
+    negative_distance = -pairwise_soft_dtw(unit_queries, unit_gallery, GAMMA)
+    grey_classes = class_logits(negative_distance, y_l, data.num_classes, RHO, 0)
+    print(f"  centred 16x16 grey frames, soft-DTW: {accuracies(negative_distance, grey_classes, grey, y_t)}")
     for name in ("pretrain/A0.pt", "fit/A.pt"):
-        path = run / name
-        if path.exists():
-            model = build_model_from_checkpoint(load_checkpoint(path, kind="alignability")).eval()
+        if (run / name).exists():
+            model = load_alignability_weights(str(run / name)).eval()
             with torch.no_grad():
-                nn1, cm = alignment_accuracy(model(x_l), model(x_t), y_l, y_t, data.num_classes)
-            print(f"  f_A {name}, soft-DTW: 1-NN {nn1:.3f}, class mean {cm:.3f}")
+                gallery = Gallery(model(x_l), y_l, labeled, data.class_names)
+                queries = model(x_t)
+            # tau fixed: only the argmax is reported, and a fit would score the gallery against itself
+            scores = score_queries(model, queries, gallery, ClassifierConfig(rho=RHO, tau=1.0), GAMMA, CPU, 0)
+            print(f"  f_A {name}, soft-DTW: {accuracies(scores.pair_logits, scores.class_logits, gallery, y_t)}")
 
-    model_e = build_model_from_checkpoint(e_ckpt)
     for part in ("labeled", "unlabeled", "test"):
         ids = getattr(data.split, part)
-        loader = make_loader(clip_dataset(data, ids, clip, mode="test"), 16, False, 0)
-        probs, _ = predict_clips(model_e, loader, torch.device("cpu"), part)
-        truth = np.array([data.label_of[i] for i in ids])
-        print(f"  f_E fit/E.pt top-1 on {part}: {(probs[:, 0].argmax(1).numpy() == truth).mean():.3f}")
+        loader = inference_loader(data.clips(ids, clip, ClipMode.TEST), 16)
+        probs, _ = predict_clips(action.model, loader, CPU, part)
+        print(f"  f_E fit/E.pt top-1 on {part}: {(probs[:, 0].argmax(1).numpy() == data.truth(ids)).mean():.3f}")
 
     for pseudo in sorted((run / "st_finepseudo").glob("round_*/pseudo.h5")):
         pl, attrs = read_h5(pseudo, "fgar.pseudo", 1)

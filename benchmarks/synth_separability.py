@@ -79,8 +79,9 @@ def load_split(data_dir: Path, name: str, grid: int) -> tuple[list[np.ndarray], 
             raise FgarError(f"{path}: video listed in {name} is missing")
         frames = decode(path, int(item["start_frame"]), int(item["end_frame"]))
         if min(frames.shape[1:3]) < grid:
-            raise FgarError(f"{path}: frames of {frames.shape[2]}x{frames.shape[1]} are smaller than the "
-                            f"{grid}x{grid} feature grid")
+            raise FgarError(
+                f"{path}: frames of {frames.shape[2]}x{frames.shape[1]} are smaller than the {grid}x{grid} feature grid"
+            )
         sequences.append(frame_features(frames, grid))
         labels.append(int(item["label"]))
     return sequences, np.asarray(labels)
@@ -147,8 +148,9 @@ def separability(data_dir: Path, grid: int = 16) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="example: python benchmarks/synth_separability.py data/synth")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="example: python benchmarks/synth_separability.py data/synth"
+    )
     parser.add_argument("data_dir", type=Path, help="folder written by `fgar synth --out DIR`")
     parser.add_argument("--size", type=int, default=16, help="feature grid (frames are averaged to SIZE x SIZE)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
@@ -166,10 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("chance", "pooled_1nn", "middle_frame_1nn", "dtw_1nn"):
         print(f"  {key:<17} {result[key]:.3f}  ({result[key] / result['chance']:.1f} x chance)")
     holds = result["pooled_1nn"] < 2 * result["chance"] and result["dtw_1nn"] > 3 * max(
-        result["pooled_1nn"], result["chance"])
+        result["pooled_1nn"], result["chance"]
+    )
     result["property_holds"] = holds
-    print(f"  property (pooled < 2x chance, DTW > 3x pooled and > 3x chance): {'holds' if holds else 'FAILS'}"
-          f"  [{result['seconds']} s]")
+    print(
+        f"  property (pooled < 2x chance, DTW > 3x pooled and > 3x chance): {'holds' if holds else 'FAILS'}"
+        f"  [{result['seconds']} s]"
+    )
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0 if holds else 1

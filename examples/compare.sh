@@ -52,4 +52,4 @@ step "arm 3: FinePseudo self-training (--source collab)"
   --ckpt-a "$RUN/st_finepseudo/A.pt" --out-dir "$RUN/eval_finepseudo"
 
 step "summary"
-python -m fgar_cli.summary "$RUN"
+fgar summary "$RUN"

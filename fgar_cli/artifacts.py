@@ -5,8 +5,7 @@ version), `git_hash`, `config` (JSON of the resolved config) and `inputs` (JSON 
 input file to its sha256). Files are written to a temporary name in the same folder and renamed
 into place, so a crash never leaves a half-written artifact under the final name.
 
-Checkpoints are dicts of plain containers and tensors, saved with `torch.save` and loaded with
-`torch.load(weights_only=True)`: loading never unpickles arbitrary objects.
+Checkpoints are written through `atomic_path` too; what they hold is `fgar_cli.checkpoints`.
 """
 
 from __future__ import annotations
@@ -25,10 +24,6 @@ import numpy as np
 
 from fgar_cli import __version__
 from fgar_cli.errors import FgarError
-
-CHECKPOINT_FORMAT = "fgar.checkpoint"
-CHECKPOINT_VERSION = 1
-
 
 # --------------------------------------------------------------------------- atomic writes
 
@@ -205,42 +200,6 @@ def _attr_str(value: Any) -> str:
     if value is None:
         return ""
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> None:
-    """Save a checkpoint dict atomically, stamped with the format name and version."""
-    import torch
-
-    full = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "created_by": __version__}
-    full.update(payload)
-    with atomic_path(path) as tmp:
-        torch.save(full, tmp)
-
-
-def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]:
-    """Load a checkpoint with `weights_only=True`; check its format and (optionally) its kind."""
-    import pickle
-
-    import torch
-
-    p = Path(path)
-    if not p.is_file():
-        raise FgarError(f"{p}: checkpoint not found")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FgarError(f"{p}: not a loadable fgar checkpoint ({first[:160]})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise FgarError(f"{p}: not an fgar checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
-    if ckpt.get("format_version") != CHECKPOINT_VERSION:
-        raise FgarError(f"{p}: checkpoint format_version {ckpt.get('format_version')} is not supported")
-    if kind is not None and ckpt.get("kind") != kind:
-        raise FgarError(f"{p}: this is a '{ckpt.get('kind')}' checkpoint, but a '{kind}' checkpoint is needed")
-    return ckpt
 
 
 def atomic_copy(src: str | Path, dst: str | Path) -> None:

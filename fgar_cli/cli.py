@@ -1,8 +1,9 @@
 """The `fgar` command line: a thin Typer layer over the stages.
 
-Each command parses its options into a config, calls one function, and prints a summary. Every
-user-facing failure is an `FgarError`, printed as one line (`error: FILE: what is wrong`) with
-exit code 1; nothing here catches more than that, so real bugs still show their traceback.
+This module registers the commands that live in `fgar_cli.commands`; each command parses its
+options into a config, calls one function, and prints a summary. Every user-facing failure is an
+`FgarError`, printed as one line (`error: FILE: what is wrong`) with exit code 1; nothing here
+catches more than that, so real bugs still show their traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import typer
 
 from fgar_cli import __version__
+from fgar_cli.commands import data, stages, summary, synth
 from fgar_cli.errors import FgarError
 
 app = typer.Typer(
@@ -38,13 +40,18 @@ def _root(
     """fgar: FinePseudo for fine-grained action recognition."""
 
 
-def _register() -> None:
-    # Sub-command modules register themselves on `app` when imported.
-    from fgar_cli.commands import data, stages, synth  # noqa: F401
+app.command("synth", epilog=synth.SYNTH_EPILOG)(synth.synth_command)
+app.add_typer(data.data_app, name="data")
+app.command("pretrain")(stages.pretrain)
+app.command("fit-labeled")(stages.fit_labeled)
+app.command("pseudolabel")(stages.pseudolabel)
+app.command("selftrain")(stages.selftrain)
+app.command("evaluate")(stages.evaluate)
+app.command("openworld")(stages.openworld)
+app.command("summary")(summary.summary)
 
 
 def main(argv: list[str] | None = None) -> None:
-    _register()
     try:
         app(args=argv, standalone_mode=True)
     except FgarError as exc:

@@ -1,8 +1,24 @@
-"""Configs: pydantic models, loaded from an optional YAML/TOML/JSON file, overridden by CLI options.
+"""Typed configs: small parts composed into one config per stage.
 
-Precedence is CLI > config file > defaults. An option the user did not give on the command line is
-passed here as None and does not override the file. Invalid values raise one FgarError that lists
-every bad field, so a user fixes them all in one go.
+Each part says one thing (how clips are cut, how f_E is built, how f_A is trained, the alignability
+loss, the pseudo-labeling rule) and is passed whole to the code that uses it, the way nanoGPT passes
+its `GPTConfig`. Every default is written once, here. A checkpoint stores the recipe its encoder was
+made with (`ActionRecipe`, `AlignabilityRecipe`, `PretrainRecipe`), and later stages rebuild it with
+`model_validate`, so a setting is never guessed again downstream.
+
+Values come from the defaults, then a config file (YAML, TOML or JSON; its table named after the
+stage, e.g. `fit_labeled:`), then command-line options. An option left out on the command line is
+None and overrides nothing. Invalid values raise one FgarError listing every bad field by its
+dotted path (`action_training.lr: ...`), so a user fixes them all in one go.
+
+Where the defaults come from (the paper leaves most hyperparameters out; docs/METHOD.md):
+* theta 0.8: the paper names a confidence threshold (Sec. 3.2) but gives no value.
+* verify_threshold 0.6: the paper's label-verification variant (Table 6).
+* tau: fitted by leave-one-out on the labeled gallery unless given; rho 8, gamma 0.1, margin 0.1,
+  omega 1.0: ours, see docs/METHOD.md.
+* num_frames 16, size 112: the usual R(2+1)D-18 input for fine-grained video (paper Table 1).
+The distances that the losses and scores see are soft-DTW values divided by the clip length T (an
+alignment cost per frame, in [0, 2] for cosine cost), so margin and f_S do not depend on T.
 """
 
 from __future__ import annotations
@@ -10,8 +26,9 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -20,12 +37,294 @@ from fgar_cli.errors import FgarError
 
 
 class Config(BaseModel):
-    """Base of every stage config: unknown keys are errors (a typo must not pass silently)."""
+    """Base of every config part: unknown keys are errors (a typo must not pass silently), and a
+    config never changes once built (`model_copy(update=...)` makes a changed one)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 C = TypeVar("C", bound=Config)
+
+
+# --------------------------------------------------------------------------- choices
+
+
+class Source(StrEnum):
+    """Where pseudo-labels come from: the rows of the paper's Table 6."""
+
+    COLLAB = "collab"  # FinePseudo: the average of p_A and p_E
+    ACTION = "action"  # f_E's confidence alone (confidence-only pseudo-labeling)
+    ALIGNABILITY = "alignability"  # f_A's non-parametric classifier p_A alone
+    VERIFY = "verify"  # f_E's label, kept when its class alignability is high enough
+
+
+class ActionArch(StrEnum):
+    R2PLUS1D_18 = "r2plus1d_18"
+    R3D_18 = "r3d_18"
+    SMALL3D = "small3d"  # ours: a small 3D CNN that trains on a laptop CPU
+
+
+class FrameBackbone(StrEnum):
+    SMALL2D = "small2d"  # ours: a small 2D CNN for CPU runs
+    RESNET18 = "resnet18"
+
+
+class Subset(StrEnum):
+    TEST = "test"
+    UNLABELED = "unlabeled"
+    LABELED = "labeled"
+
+
+# --------------------------------------------------------------------------- parts
+
+
+class ClipConfig(Config):
+    """How clips are cut from a video. Stages after fit-labeled take these from f_E's checkpoint."""
+
+    num_frames: int = Field(16, ge=1, le=512, description="frames per clip, T")
+    size: int = Field(112, ge=16, le=1024, description="square crop size in pixels")
+    hflip: bool = Field(
+        True, description="random horizontal flips in training (turn off where left/right decides the class)"
+    )
+
+
+class DataPaths(Config):
+    """The dataset index and the label split of a run."""
+
+    index: str | None = Field(None, description="dataset index JSON (fgar data index)")
+    split: str | None = Field(None, description="label split JSON (fgar data split)")
+
+
+class RunConfig(Config):
+    """How this process runs on this machine; none of it changes a result."""
+
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    seed: int = Field(0, description="random seed of the run")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes for training")
+    inference_batch_size: int = Field(16, ge=1, description="clips per batch when embedding or predicting")
+
+
+class ActionEncoderConfig(Config):
+    """f_E's architecture: a video CNN with dropout and a linear classifier."""
+
+    arch: ActionArch = Field(ActionArch.R2PLUS1D_18, description="video CNN trunk")
+    bgr: bool = Field(False, description="the init weights expect BGR input (channels are reversed)")
+    dropout: float = Field(0.5, ge=0, lt=1, description="dropout before the classifier")
+    width: int | None = Field(None, ge=4, description="small3d only: channels of the first block (default 32)")
+
+
+class AlignabilityEncoderConfig(Config):
+    """f_A's architecture (VTN style): a 2D CNN per frame, a temporal transformer, a per-frame projection."""
+
+    backbone: FrameBackbone = Field(FrameBackbone.SMALL2D, description="per-frame 2D CNN")
+    feature_dim: int = Field(128, ge=8, description="size of each frame's embedding, F")
+    hidden_dim: int = Field(128, ge=8, description="width of the temporal transformer")
+    depth: int = Field(2, ge=1, description="transformer layers")
+    heads: int = Field(4, ge=1, description="attention heads")
+    max_frames: int = Field(64, ge=1, description="longest clip the time embedding covers")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout in the transformer")
+    score_init_distance: float = Field(8.0, description="f_S's initial S = 0.5 point, before calibration")
+    score_init_slope: float = Field(1.0, gt=0, description="f_S's initial slope, before calibration")
+
+
+class Optimization(Config):
+    """AdamW with a cosine learning-rate schedule over `epochs`: how every encoder is trained."""
+
+    epochs: int = Field(ge=0)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class ActionTraining(Optimization):
+    """How f_E is trained: cross-entropy (Eq. 6) on shuffled batches."""
+
+    epochs: int = Field(30, ge=0, description="epochs of f_E training")
+    lr: float = Field(1e-3, gt=0, description="f_E's learning rate")
+    batch_size: int = Field(8, ge=1, description="clips per f_E batch")
+
+
+class AlignabilityTraining(Optimization):
+    """How f_A is trained: L_AV (Eq. 5) on class-balanced batches of P classes x K clips."""
+
+    epochs: int = Field(30, ge=0, description="epochs of f_A training")
+    lr: float = Field(3e-4, gt=0, description="f_A's learning rate")
+    classes_per_batch: int = Field(4, ge=2, description="P of the P x K batches")
+    clips_per_class: int = Field(4, ge=2, description="K of the P x K batches")
+
+
+class GitdlTraining(Optimization):
+    """How f_A is pretrained with GITDL on the unlabeled set."""
+
+    epochs: int = Field(10, ge=1, description="GITDL epochs")
+    lr: float = Field(3e-4, gt=0, description="learning rate")
+    batch_size: int = Field(8, ge=1, description="videos per batch")
+
+
+class AlignabilityLoss(Config):
+    """L_AV = L_AT + omega L_Score (Eq. 5), and the soft-DTW smoothing of its distances."""
+
+    gamma: float = Field(0.1, gt=0, description="soft-DTW smoothing; scoring uses the value f_A was trained with")
+    margin: float = Field(0.1, ge=0, description="triplet margin m on the per-frame alignment cost")
+    omega: float = Field(1.0, ge=0, description="weight of the score loss L_Score")
+
+
+class GitdlLoss(Config):
+    """The GITDL pretraining loss (our interpretation; docs/METHOD.md)."""
+
+    tau: float = Field(0.1, gt=0, description="temperature of the frame-similarity logits")
+    sigma: float = Field(1.0, gt=0, description="width of the Gaussian target over time, in frames")
+    # Off by default: with other videos' frames as negatives the encoder can tell clips apart by
+    # per-video nuisance (brightness, tint, build) instead of pose, and on the embedded benchmark the
+    # pretrained f_A fell to chance (docs/RESULTS.md). Intra-video only is also what GITDL's name says.
+    cross_video_negatives: bool = Field(False, description="other videos' frames as negatives")
+
+
+class ClassifierConfig(Config):
+    """f_A's non-parametric classifier over the labeled gallery (Eq. 7 and 8)."""
+
+    rho: int = Field(8, ge=1, description="gallery clips per class averaged in Eq. 7")
+    tau: float | None = Field(
+        None, gt=0, description="temperature of Eq. 8; None: fitted on the labeled gallery by leave-one-out"
+    )
+
+
+class PseudoLabeling(Config):
+    """Which clips get a pseudo-label (Algorithm 1 and the variants of Table 6)."""
+
+    source: Source = Field(Source.COLLAB, description="where the label and its confidence come from")
+    theta: float = Field(0.8, ge=0, le=1, description="confidence a clip needs to be accepted")
+    verify_threshold: float = Field(
+        0.6, ge=0, le=1, description="class alignability that --source verify needs (Table 6)"
+    )
+
+
+class NoveltyConfig(Config):
+    """Open world: which unlabeled clips are set aside as novel (paper Sec. 4.4)."""
+
+    threshold: float | None = Field(
+        None, description="best class alignability below this is novel; None: calibrated on the labeled set"
+    )
+    quantile: float = Field(
+        0.05, gt=0, lt=1, description="calibrated threshold: this quantile of labeled clips' own-class alignability"
+    )
+
+
+# --------------------------------------------------------------------------- what checkpoints record
+
+
+class ActionRecipe(Config):
+    """What an f_E checkpoint records: its data (absolute paths), how clips are cut, how it was trained."""
+
+    data: DataPaths
+    clip: ClipConfig
+    training: ActionTraining
+
+
+class AlignabilityRecipe(Config):
+    """What an f_A checkpoint from fit-labeled or selftrain records."""
+
+    data: DataPaths
+    clip: ClipConfig
+    training: AlignabilityTraining
+    loss: AlignabilityLoss
+
+
+class PretrainRecipe(Config):
+    """What a GITDL-pretrained f_A checkpoint records."""
+
+    data: DataPaths
+    clip: ClipConfig
+    training: GitdlTraining
+    loss: GitdlLoss
+
+
+# --------------------------------------------------------------------------- stage configs
+
+
+class PretrainConfig(Config):
+    """`fgar pretrain`: GITDL on the unlabeled split."""
+
+    data: DataPaths = DataPaths()
+    clip: ClipConfig = ClipConfig()
+    alignability: AlignabilityEncoderConfig = AlignabilityEncoderConfig()
+    training: GitdlTraining = GitdlTraining()
+    loss: GitdlLoss = GitdlLoss()
+    run: RunConfig = RunConfig()
+    out_dir: str = Field("runs/fgar", description="run folder; A0.pt goes here")
+    resume: bool = Field(False, description="continue from the last checkpoint in out_dir")
+
+
+class FitLabeledConfig(Config):
+    """`fgar fit-labeled`: f_E and f_A on the labeled split."""
+
+    data: DataPaths = DataPaths()
+    clip: ClipConfig = ClipConfig()
+    action: ActionEncoderConfig = ActionEncoderConfig()
+    action_training: ActionTraining = ActionTraining()
+    alignability: AlignabilityEncoderConfig = AlignabilityEncoderConfig()
+    alignability_training: AlignabilityTraining = AlignabilityTraining()
+    alignability_loss: AlignabilityLoss = AlignabilityLoss()
+    init_e: str | None = Field(None, description="weights file to start f_E from (e.g. self-supervised weights)")
+    init_a: str | None = Field(None, description="f_A checkpoint from pretrain (its architecture wins)")
+    run: RunConfig = RunConfig()
+    out_dir: str = Field("runs/fgar", description="run folder; E.pt and A.pt go here")
+    resume: bool = Field(False, description="continue from the last checkpoints in out_dir")
+
+
+class PseudoLabelConfig(Config):
+    """`fgar pseudolabel`: one pseudo-labeling pass over the unlabeled split."""
+
+    ckpt_e: str | None = Field(None, description="f_E checkpoint (E.pt)")
+    ckpt_a: str | None = Field(None, description="f_A checkpoint (A.pt)")
+    gallery: str | None = Field(None, description="reuse this gallery.h5 instead of embedding the labeled set")
+    data: DataPaths = Field(DataPaths(), description="default: the data stored in the f_E checkpoint")
+    classifier: ClassifierConfig = ClassifierConfig()
+    pseudo_labeling: PseudoLabeling = PseudoLabeling()
+    run: RunConfig = RunConfig()
+    out_dir: str | None = Field(None, description="where gallery.h5 and pseudo.h5 go; default: beside ckpt_e")
+
+
+class SelfTrainConfig(Config):
+    """`fgar selftrain`: collaborative self-training, Algorithm 1 lines 18-31."""
+
+    ckpt_e: str | None = Field(None, description="f_E checkpoint to start from (E.pt)")
+    ckpt_a: str | None = Field(None, description="f_A checkpoint to start from (A.pt)")
+    data: DataPaths = Field(DataPaths(), description="default: the data stored in the f_E checkpoint")
+    classifier: ClassifierConfig = ClassifierConfig()
+    pseudo_labeling: PseudoLabeling = PseudoLabeling()
+    rounds: int = Field(2, ge=1, description="self-training rounds, max_iter of Algorithm 1")
+    epochs: int = Field(5, ge=1, description="epochs per round for each encoder, max_epoch_st")
+    lr_e: float | None = Field(None, gt=0, description="f_E's learning rate; None: the one f_E was trained with")
+    lr_a: float | None = Field(None, gt=0, description="f_A's learning rate; None: the one f_A was trained with")
+    run: RunConfig = RunConfig()
+    out_dir: str = Field("runs/fgar/selftrain", description="run folder: round_K/ and the final E.pt, A.pt")
+    resume: bool = Field(False, description="continue after the last finished epoch in out_dir")
+
+
+class EvaluateConfig(Config):
+    """`fgar evaluate`: accuracy of f_E, f_A's non-parametric classifier and both."""
+
+    ckpt_e: str | None = Field(None, description="f_E checkpoint (E.pt)")
+    ckpt_a: str | None = Field(None, description="f_A checkpoint (A.pt); also scores f_A and the combination")
+    data: DataPaths = Field(DataPaths(), description="default: the data stored in the f_E checkpoint")
+    subset: Subset = Field(Subset.TEST, description="which part of the split to evaluate")
+    num_views: int = Field(3, ge=1, description="clips per video, their predictions averaged")
+    classifier: ClassifierConfig = ClassifierConfig()
+    run: RunConfig = RunConfig()
+    out_dir: str = Field("runs/fgar/eval", description="where metrics.json, predictions.h5 and the plots go")
+
+
+class OpenWorldConfig(SelfTrainConfig):
+    """`fgar openworld`: self-training that sets novel clips aside."""
+
+    novelty: NoveltyConfig = NoveltyConfig()
+    out_dir: str = Field("runs/fgar/openworld", description="run folder")
+
+
+STAGE_SECTIONS = ("pretrain", "fit_labeled", "pseudolabel", "selftrain", "evaluate", "openworld")
+
+
+# --------------------------------------------------------------------------- loading
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -51,22 +350,49 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def stage_table(data: Mapping[str, Any], section: str | None) -> Mapping[str, Any]:
+    """The part of a config file that one stage reads: its own table in a file of stage tables
+    (like examples/demo.yaml; empty when it has none), else the whole file."""
+    if section is None or not any(key in STAGE_SECTIONS for key in data):
+        return data
+    table = data.get(section) or {}
+    if not isinstance(table, Mapping):
+        raise FgarError(f"the '{section}' table of the config file must be a mapping of option names to values")
+    return table
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `update` laid over it, nested tables merged key by key; None in `update` changes nothing."""
+    merged = dict(base)
+    for key, value in update.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            below = merged.get(key)
+            merged[key] = merge(below if isinstance(below, Mapping) else {}, value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def build_config(
     model: type[C],
     config_file: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     section: str | None = None,
 ) -> C:
-    """Defaults < file (its `section` table, when the file has one) < overrides that are not None."""
+    """Defaults < the stage's table of `config_file` < `overrides` (nested, None meaning not given)."""
     values: dict[str, Any] = {}
     source = "command line"
     if config_file is not None:
-        data = read_config_file(config_file)
-        if section is not None and isinstance(data.get(section), dict):
-            data = data[section]
-        values.update(data)
+        values = merge(values, stage_table(read_config_file(config_file), section))
         source = str(config_file)
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    values = merge(values, overrides or {})
+    return validate(model, values, source)
+
+
+def validate(model: type[C], values: Mapping[str, Any], source: str) -> C:
+    """`model.model_validate(values)`, with every problem in one line that names `source`."""
     try:
         return model.model_validate(values)
     except ValidationError as exc:
@@ -74,140 +400,3 @@ def build_config(
             f"{'.'.join(str(x) for x in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
         )
         raise FgarError(f"{source}: invalid {model.__name__} ({problems})") from None
-
-
-# --------------------------------------------------------------------------- stage configs
-#
-# Where each default comes from (the paper leaves most hyperparameters out, DESIGN.md section 1):
-# * theta 0.8: the paper names a confidence threshold (Sec. 3.2) but gives no value; 0.8 is our design notes' example.
-# * verify_threshold 0.6: the paper's label-verification variant (Table 6).
-# * tau: fitted by leave-one-out on the labeled gallery unless given; rho 8, gamma 0.1, margin, omega 1.0:
-#   ours; see docs/METHOD.md for the reasoning.
-# * num_frames 16, size 112: the usual R(2+1)D-18 input for fine-grained video (paper Table 1).
-# The distances that the losses and scores see are soft-DTW values divided by the clip length T
-# (an alignment cost per frame, in [0, 2] for cosine cost), so margin and f_S do not depend on T.
-
-Source = Literal["collab", "action", "alignability", "verify"]
-
-
-class ClipOptions(Config):
-    """Where the clips come from and how they are cut; shared by every stage."""
-
-    index: str | None = Field(None, description="dataset index JSON (fgar data index)")
-    split: str | None = Field(None, description="label split JSON (fgar data split)")
-    num_frames: int = Field(16, ge=1, le=512, description="frames per clip, T")
-    size: int = Field(112, ge=16, le=1024, description="square crop size in pixels")
-    hflip: bool = Field(
-        True, description="random horizontal flips in training (off where left/right decides the class)"
-    )
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    seed: int = 0
-    out_dir: str = "runs/fgar"
-
-
-class AlignabilityArch(Config):
-    backbone_a: Literal["small2d", "resnet18"] = "small2d"
-    feature_dim: int = Field(128, ge=8)
-    hidden_dim: int = Field(128, ge=8)
-    depth: int = Field(2, ge=1)
-    heads: int = Field(4, ge=1)
-
-
-class AlignabilityLossOptions(Config):
-    gamma: float = Field(0.1, gt=0, description="soft-DTW smoothing")
-    margin: float = Field(0.1, ge=0, description="triplet margin on per-frame alignment cost")
-    omega: float = Field(1.0, ge=0, description="weight of the score loss, Eq. 5")
-    classes_per_batch: int = Field(4, ge=2, description="P of the P x K batches")
-    clips_per_class: int = Field(4, ge=2, description="K of the P x K batches")
-
-
-class PretrainConfig(ClipOptions, AlignabilityArch):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(3e-4, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    gitdl_tau: float = Field(0.1, gt=0, description="temperature of the GITDL logits")
-    gitdl_sigma: float = Field(1.0, gt=0, description="width of the Gaussian target, in frames")
-    # Off by default: with other videos' frames as negatives the encoder can tell clips apart by
-    # per-video nuisance (brightness, tint, build) instead of pose, and on the embedded benchmark the
-    # pretrained f_A fell to chance (benchmarks/diagnose_run.py; docs/RESULTS.md). Intra-video only is
-    # also what GITDL's name says.
-    cross_video_negatives: bool = False
-    resume: bool = False
-
-
-class FitLabeledConfig(ClipOptions, AlignabilityArch, AlignabilityLossOptions):
-    arch_e: Literal["r2plus1d_18", "r3d_18", "small3d"] = "r2plus1d_18"
-    init_e: str | None = Field(None, description="state_dict file to initialise f_E from")
-    bgr: bool = Field(False, description="the f_E init weights expect BGR input")
-    init_a: str | None = Field(None, description="f_A checkpoint from pretrain")
-    epochs_e: int = Field(30, ge=0)
-    epochs_a: int = Field(30, ge=0)
-    batch_size: int = Field(8, ge=1)
-    lr_e: float = Field(1e-3, gt=0)
-    lr_a: float = Field(3e-4, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    resume: bool = False
-
-
-class PseudoLabelOptions(Config):
-    theta: float = Field(0.8, ge=0, le=1, description="confidence threshold")
-    tau: float | None = Field(
-        None, gt=0, description="temperature of the non-parametric classifier, Eq. 8; None: fitted (leave-one-out)"
-    )
-    rho: int = Field(8, ge=1, description="gallery members per class, Eq. 7")
-    source: Source = "collab"
-    verify_threshold: float = Field(0.6, ge=0, le=1, description="alignability needed by --source verify")
-    batch_size: int = Field(16, ge=1)
-
-
-class PseudoLabelConfig(PseudoLabelOptions):
-    ckpt_a: str | None = None
-    ckpt_e: str | None = None
-    gallery: str | None = Field(None, description="reuse this gallery.h5 instead of embedding")
-    index: str | None = None
-    split: str | None = None
-    device: str = "auto"
-    seed: int = 0
-    out_dir: str | None = None
-
-
-class SelfTrainConfig(PseudoLabelOptions):
-    ckpt_a: str | None = None
-    ckpt_e: str | None = None
-    index: str | None = None
-    split: str | None = None
-    rounds: int = Field(2, ge=1, description="max_iter of Algorithm 1")
-    epochs: int = Field(5, ge=1, description="max_epoch_st of Algorithm 1")
-    lr_e: float | None = Field(None, gt=0, description="default: the fit-labeled value")
-    lr_a: float | None = Field(None, gt=0, description="default: the fit-labeled value")
-    novel_threshold: float | None = Field(
-        None, description="open world: clips whose best class alignability is below are novel"
-    )
-    device: str = "auto"
-    seed: int = 0
-    out_dir: str = "runs/fgar/selftrain"
-    resume: bool = False
-
-
-class EvaluateConfig(Config):
-    ckpt_e: str | None = None
-    ckpt_a: str | None = None
-    index: str | None = None
-    split: str | None = None
-    subset: Literal["test", "unlabeled", "labeled"] = "test"
-    num_views: int = Field(3, ge=1, description="clips per test video, averaged")
-    tau: float | None = Field(None, gt=0, description="None: fitted on the gallery (leave-one-out)")
-    rho: int = Field(8, ge=1)
-    batch_size: int = Field(16, ge=1)
-    device: str = "auto"
-    seed: int = 0
-    out_dir: str = "runs/fgar/eval"
-
-
-class OpenWorldConfig(SelfTrainConfig):
-    novel_quantile: float = Field(
-        0.05, gt=0, lt=1, description="auto threshold: this quantile of labeled clips' own-class alignability"
-    )
-    out_dir: str = "runs/fgar/openworld"

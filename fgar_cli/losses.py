@@ -14,21 +14,18 @@ from fgar_cli.models import ScoreHead
 from fgar_cli.softdtw import soft_dtw
 
 
-def alignment_distances(embeddings: Tensor, gamma: float, band: int | None = None, symmetric: bool = True) -> Tensor:
+def alignment_distances(embeddings: Tensor, gamma: float) -> Tensor:
     """Soft-DTW distance D (B, B) on cosine cost between every ordered pair of clips (B, T, F).
 
-    With `symmetric` only pairs i <= j are aligned and mirrored: for cosine cost C(v, u) = C(u, v)^T,
-    and the soft-DTW recursion (and a Sakoe-Chiba band) is unchanged by transposing, so D is symmetric.
-    The diagonal holds D(u, u), which is not 0 for soft-DTW (the soft-min counts several paths).
+    Only pairs i <= j are aligned, then mirrored: for cosine cost C(v, u) = C(u, v)^T, and the
+    soft-DTW recursion is unchanged by transposing, so D is symmetric. The diagonal holds D(u, u),
+    which is not 0 for soft-DTW (the soft-min counts several paths).
     """
-    B, T, _ = embeddings.shape
+    B = embeddings.shape[0]
     unit = F.normalize(embeddings, dim=-1)
-    if not symmetric:
-        cost = 1.0 - torch.einsum("itf,jsf->ijts", unit, unit)  # (B, B, T, T) in one matmul
-        return soft_dtw(cost.reshape(B * B, T, T), gamma, band).reshape(B, B)
     rows, cols = torch.triu_indices(B, B, device=embeddings.device)
     cost = 1.0 - torch.einsum("ptf,psf->pts", unit[rows], unit[cols])  # (B(B+1)/2, T, T)
-    values = soft_dtw(cost, gamma, band)
+    values = soft_dtw(cost, gamma)
     distances = embeddings.new_zeros(B, B)
     distances = distances.index_put((rows, cols), values).index_put((cols, rows), values)
     return distances
@@ -87,35 +84,24 @@ def score_loss(distances: Tensor, labels: Tensor, score_head: ScoreHead, balance
 
 
 def alignability_loss(
-    embeddings: Tensor,
-    labels: Tensor,
-    score_head: ScoreHead,
-    gamma: float,
-    margin: float,
-    omega: float,
-    band: int | None = None,
-    balanced: bool = True,
-    calibrate: bool = True,
-    per_frame: bool = True,
+    embeddings: Tensor, labels: Tensor, score_head: ScoreHead, gamma: float, margin: float, omega: float
 ) -> dict[str, Tensor]:
     """L_AV = L_AT + omega * L_Score (paper Eq. 5) for frame embeddings (B, T, F) of labelled clips.
 
-    With `per_frame` (fgar's default, docs/METHOD.md), D is divided by T: an alignment cost per frame,
-    so the margin and f_S mean the same for any clip length. Scoring must use the same scale.
+    D is divided by T (docs/METHOD.md): an alignment cost per frame, so the margin and f_S mean the
+    same for any clip length. Scoring uses the same scale (`fgar_cli.method.gallery`).
 
-    With `calibrate`, a score head that was never calibrated (a fresh f_S, e.g. after GITDL
-    pretraining) is first fitted to this batch's distances (`ScoreHead.calibrate_`): the scale of D
-    depends on T, gamma and training, and a line far off would take thousands of steps to move.
-    Returns "loss", "triplet", "score", and "distances" (B, B, detached, for logging).
+    A score head that was never calibrated (a fresh f_S, e.g. after GITDL pretraining) is first
+    fitted to this batch's distances (`ScoreHead.calibrate_`): the scale of D depends on T, gamma and
+    training, and a line far off would take thousands of steps to move.
+    Returns "loss", "triplet" and "score".
     """
-    distances = alignment_distances(embeddings, gamma, band)
-    if per_frame:
-        distances = distances / embeddings.shape[1]
-    if calibrate and not bool(score_head.calibrated):
+    distances = alignment_distances(embeddings, gamma) / embeddings.shape[1]
+    if not bool(score_head.calibrated):
         score_head.calibrate_(distances.detach(), labels)
     triplet = alignability_triplet_loss(distances, labels, margin)
-    score = score_loss(distances, labels, score_head, balanced)
-    return {"loss": triplet + omega * score, "triplet": triplet, "score": score, "distances": distances.detach()}
+    score = score_loss(distances, labels, score_head)
+    return {"loss": triplet + omega * score, "triplet": triplet, "score": score}
 
 
 def gitdl_loss(

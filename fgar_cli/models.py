@@ -1,8 +1,8 @@
 """FinePseudo's networks: the action encoder f_E, the alignability encoder f_A and its score head f_S.
 
-Every model takes clips shaped (B, T, 3, H, W), already normalised, and remembers how it was built
-(`model.arch`, `model.arch_args`: plain types only), so a checkpoint can rebuild it without pickled
-code: see `model_checkpoint_fields` and `build_model_from_checkpoint`.
+Every model takes clips shaped (B, T, 3, H, W), already normalised, and keeps the typed config it
+was built from (`model.config`), so a checkpoint can rebuild it without pickled code
+(`fgar_cli.checkpoints`).
 
 No builder ever downloads weights: torchvision models are built with `weights=None`, and pretrained
 weights for f_E come from a local file (`init`).
@@ -13,24 +13,29 @@ from __future__ import annotations
 import logging
 import math
 import pickle
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
+from fgar_cli.config import ActionArch, ActionEncoderConfig, AlignabilityEncoderConfig, FrameBackbone
 from fgar_cli.errors import FgarError
 
 log = logging.getLogger(__name__)
 
-ACTION_ARCHS = ("r2plus1d_18", "r3d_18", "small3d")
-ALIGNABILITY_BACKBONES = ("small2d", "resnet18")
-ALIGNABILITY_ARCH = "vtn"
+SMALL3D_WIDTH = 32  # small3d's first-block channels when the config leaves `width` out
+
+
+class EncoderKind(StrEnum):
+    ACTION = "action"  # f_E
+    ALIGNABILITY = "alignability"  # f_A with its score head f_S
+
+
 # Prefixes that wrappers put in front of parameter names: DataParallel/DDP ('module.'), SSL codebases
 # that keep the trunk as an attribute ('backbone.'), and this module's own ActionEncoder.
 _STRIP_PREFIXES = ("module.", "backbone.")
@@ -84,12 +89,12 @@ class Small3D(nn.Module):
         return self.pool(self.blocks(x)).flatten(1)
 
 
-def _video_trunk(arch: str, width: int) -> tuple[nn.Module, int]:
+def _video_trunk(arch: ActionArch, width: int) -> tuple[nn.Module, int]:
     """The trunk without its classifier, and its feature size."""
-    if arch == "small3d":
+    if arch == ActionArch.SMALL3D:
         trunk = Small3D(width)
         return trunk, trunk.out_dim
-    builder = getattr(torchvision.models.video, arch)
+    builder = getattr(torchvision.models.video, arch.value)
     trunk = builder(weights=None)
     dim = trunk.fc.in_features
     trunk.fc = nn.Identity()  # our head lives in ActionEncoder.fc, so the trunk ends at the pooled features
@@ -99,36 +104,21 @@ def _video_trunk(arch: str, width: int) -> tuple[nn.Module, int]:
 class ActionEncoder(nn.Module):
     """f_E: a video CNN trunk, dropout and a linear classifier. forward -> logits (B, C)."""
 
-    kind = "action"
+    kind = EncoderKind.ACTION
 
-    def __init__(
-        self,
-        arch: str,
-        num_classes: int,
-        channel_order: str = "rgb",
-        dropout: float = 0.5,
-        width: int = 32,
-    ) -> None:
+    def __init__(self, config: ActionEncoderConfig, num_classes: int) -> None:
         super().__init__()
-        self.arch = arch
-        self.arch_args: dict[str, Any] = {
-            "num_classes": int(num_classes),
-            "channel_order": channel_order,
-            "dropout": float(dropout),
-        }
-        if arch == "small3d":
-            self.arch_args["width"] = int(width)
-        self.backbone, self.feature_dim = _video_trunk(arch, width)
-        self.dropout = nn.Dropout(dropout)
+        self.config = config
+        self.num_classes = num_classes
+        self.backbone, self.feature_dim = _video_trunk(config.arch, config.width or SMALL3D_WIDTH)
+        self.dropout = nn.Dropout(config.dropout)
         self.fc = nn.Linear(self.feature_dim, num_classes)
-        # Weights trained on BGR frames (OpenCV-decoded) expect the channels reversed.
-        self.flip_channels = channel_order == "bgr"
         self.init_report: InitReport | None = None
 
     def features(self, x: Tensor) -> Tensor:
         """Pooled clip embedding (B, feature_dim) for clips (B, T, 3, H, W)."""
         _check_clip(x, "action encoder")
-        if self.flip_channels:
+        if self.config.bgr:  # weights trained on BGR frames (OpenCV-decoded) expect the channels reversed
             x = x.flip(2)
         return self.backbone(x.permute(0, 2, 1, 3, 4))  # torchvision video models want (B, 3, T, H, W)
 
@@ -137,26 +127,15 @@ class ActionEncoder(nn.Module):
 
 
 def build_action_encoder(
-    arch: str, num_classes: int, init: str | Path | None = None, **arch_args: Any
+    config: ActionEncoderConfig, num_classes: int, init: str | Path | None = None
 ) -> ActionEncoder:
-    """Build f_E: arch in ACTION_ARCHS; arch_args: channel_order ('rgb'|'bgr'), dropout, width (small3d).
-
-    `init` is a local weights file (a state_dict, or a dict holding one under 'state_dict' or 'model');
-    what was loaded is in `model.init_report`.
-    """
-    if arch not in ACTION_ARCHS:
-        raise FgarError(f"unknown action encoder arch '{arch}' (choose from {', '.join(ACTION_ARCHS)})")
+    """Build f_E. `init` is a local weights file (a state_dict, or a dict holding one under
+    'state_dict' or 'model'); what was loaded is in `model.init_report`."""
     if num_classes < 1:
         raise FgarError(f"action encoder: num_classes must be >= 1, got {num_classes}")
-    allowed = {"channel_order", "dropout", "width"} if arch == "small3d" else {"channel_order", "dropout"}
-    unknown = sorted(set(arch_args) - allowed)
-    if unknown:
-        raise FgarError(f"action encoder: unknown arch argument(s) {', '.join(unknown)} (allowed: {sorted(allowed)})")
-    if arch_args.get("channel_order", "rgb") not in ("rgb", "bgr"):
-        raise FgarError(f"action encoder: channel_order must be 'rgb' or 'bgr', got '{arch_args['channel_order']}'")
-    if not 0.0 <= arch_args.get("dropout", 0.0) < 1.0:
-        raise FgarError(f"action encoder: dropout must lie in [0, 1), got {arch_args['dropout']}")
-    model = ActionEncoder(arch, num_classes, **arch_args)
+    if config.width is not None and config.arch != ActionArch.SMALL3D:
+        raise FgarError(f"action encoder: width sizes small3d only, not {config.arch.value}")
+    model = ActionEncoder(config, num_classes)
     if init is not None:
         model.init_report = load_init_weights(model, init)
         log.info("%s", model.init_report.summary())
@@ -233,12 +212,14 @@ def load_init_weights(model: ActionEncoder, path: str | Path) -> InitReport:
                 head_skipped = True
                 continue
             raise FgarError(
-                f"{p}: weights do not fit arch '{model.arch}': '{name}' has shape {tuple(tensor.shape)}, "
+                f"{p}: weights do not fit arch '{model.config.arch.value}': '{name}' has shape {tuple(tensor.shape)}, "
                 f"the model has {tuple(target[name].shape)}"
             )
         loadable[name] = tensor
     if not any(k not in head_keys for k in loadable):
-        raise FgarError(f"{p}: no parameter name matches arch '{model.arch}' (is this the right weights file?)")
+        raise FgarError(
+            f"{p}: no parameter name matches arch '{model.config.arch.value}' (is this the right weights file?)"
+        )
 
     model.backbone.load_state_dict({k: v for k, v in loadable.items() if k not in head_keys}, strict=False)
     head = {k[len("fc.") :]: v for k, v in loadable.items() if k in head_keys}
@@ -329,9 +310,9 @@ def _conv2d_block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-def _frame_backbone(name: str) -> tuple[nn.Module, int]:
+def _frame_backbone(name: FrameBackbone) -> tuple[nn.Module, int]:
     """A per-frame 2D CNN without classifier, and its feature size."""
-    if name == "resnet18":
+    if name == FrameBackbone.RESNET18:
         net = torchvision.models.resnet18(weights=None)
         dim = net.fc.in_features
         net.fc = nn.Identity()
@@ -357,56 +338,35 @@ class AlignabilityEncoder(nn.Module):
     is a submodule (`score_head`), so one state_dict holds f_A and f_S.
     """
 
-    kind = "alignability"
+    kind = EncoderKind.ALIGNABILITY
 
-    def __init__(
-        self,
-        backbone: str = "small2d",
-        feature_dim: int = 128,
-        hidden_dim: int = 128,
-        depth: int = 2,
-        heads: int = 4,
-        max_frames: int = 64,
-        dropout: float = 0.1,
-        score_init_distance: float = 8.0,
-        score_init_slope: float = 1.0,
-    ) -> None:
+    def __init__(self, config: AlignabilityEncoderConfig) -> None:
         super().__init__()
-        self.arch = ALIGNABILITY_ARCH
-        self.arch_args: dict[str, Any] = {
-            "backbone": backbone,
-            "feature_dim": int(feature_dim),
-            "hidden_dim": int(hidden_dim),
-            "depth": int(depth),
-            "heads": int(heads),
-            "max_frames": int(max_frames),
-            "dropout": float(dropout),
-            "score_init_distance": float(score_init_distance),
-            "score_init_slope": float(score_init_slope),
-        }
-        self.max_frames = max_frames
-        self.backbone, backbone_dim = _frame_backbone(backbone)
+        self.config = config
+        hidden_dim = config.hidden_dim
+        self.max_frames = config.max_frames
+        self.backbone, backbone_dim = _frame_backbone(config.backbone)
         self.input_proj = nn.Linear(backbone_dim, hidden_dim)
-        self.time_embed = nn.Parameter(torch.zeros(1, max_frames, hidden_dim))
+        self.time_embed = nn.Parameter(torch.zeros(1, config.max_frames, hidden_dim))
         nn.init.trunc_normal_(self.time_embed, std=0.02)
-        self.embed_dropout = nn.Dropout(dropout)
+        self.embed_dropout = nn.Dropout(config.dropout)
         layer = nn.TransformerEncoderLayer(
             d_model=hidden_dim,
-            nhead=heads,
+            nhead=config.heads,
             dim_feedforward=4 * hidden_dim,
-            dropout=dropout,
+            dropout=config.dropout,
             activation="gelu",
             batch_first=True,
             norm_first=True,
         )
         # Pre-norm layers leave the residual stream unnormalised: the final LayerNorm closes it.
         self.temporal = nn.TransformerEncoder(
-            layer, num_layers=depth, norm=nn.LayerNorm(hidden_dim), enable_nested_tensor=False
+            layer, num_layers=config.depth, norm=nn.LayerNorm(hidden_dim), enable_nested_tensor=False
         )
         self.head = nn.Sequential(
-            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, feature_dim)
+            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, config.feature_dim)
         )
-        self.score_head = ScoreHead(score_init_distance, score_init_slope)
+        self.score_head = ScoreHead(config.score_init_distance, config.score_init_slope)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_clip(x, "alignability encoder")
@@ -422,78 +382,15 @@ class AlignabilityEncoder(nn.Module):
         return F.normalize(self.head(h), dim=-1)
 
 
-def build_alignability_encoder(
-    backbone: str = "small2d",
-    feature_dim: int = 128,
-    hidden_dim: int = 128,
-    depth: int = 2,
-    heads: int = 4,
-    max_frames: int = 64,
-    dropout: float = 0.1,
-    score_init_distance: float = 8.0,
-    score_init_slope: float = 1.0,
-) -> AlignabilityEncoder:
-    """Build f_A (with its score head f_S). backbone: 'small2d' (CPU) or 'resnet18' (paper-like)."""
-    if backbone not in ALIGNABILITY_BACKBONES:
-        raise FgarError(f"unknown alignability backbone '{backbone}' (choose from {', '.join(ALIGNABILITY_BACKBONES)})")
-    sizes = {"feature_dim": feature_dim, "hidden_dim": hidden_dim, "depth": depth, "heads": heads}
-    sizes["max_frames"] = max_frames
-    for name, value in sizes.items():
-        if value < 1:
-            raise FgarError(f"alignability encoder: {name} must be >= 1, got {value}")
-    if not 0.0 <= dropout < 1.0:
-        raise FgarError(f"alignability encoder: dropout must lie in [0, 1), got {dropout}")
-    if hidden_dim % heads:
-        raise FgarError(f"alignability encoder: hidden_dim {hidden_dim} is not divisible by heads {heads}")
-    return AlignabilityEncoder(
-        backbone, feature_dim, hidden_dim, depth, heads, max_frames, dropout, score_init_distance, score_init_slope
-    )
+def alignability_config_for(config: AlignabilityEncoderConfig, num_frames: int) -> AlignabilityEncoderConfig:
+    """`config` with a time embedding long enough for clips of `num_frames` frames."""
+    return config.model_copy(update={"max_frames": max(config.max_frames, num_frames)})
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-
-def model_checkpoint_fields(model: nn.Module) -> dict[str, Any]:
-    """The checkpoint fields that rebuild `model`: kind, arch, arch_args, state_dict (CPU tensors)."""
-    if not isinstance(model, ActionEncoder | AlignabilityEncoder):
-        raise TypeError(f"not an fgar model: {type(model).__name__}")
-    return {
-        "kind": model.kind,
-        "arch": model.arch,
-        "arch_args": dict(model.arch_args),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-    }
-
-
-def build_model_from_checkpoint(ckpt: Mapping[str, Any], source: str = "checkpoint") -> nn.Module:
-    """Rebuild f_E or f_A from checkpoint fields and load its weights (strict). `source` names the file."""
-    missing = [k for k in ("kind", "arch", "arch_args", "state_dict") if k not in ckpt]
-    if missing:
-        raise FgarError(f"{source}: checkpoint lacks field(s) {', '.join(missing)}")
-    kind, arch, arch_args = ckpt["kind"], ckpt["arch"], dict(ckpt["arch_args"])
-    if kind == "action":
-        num_classes = arch_args.pop("num_classes", None)
-        if num_classes is None:
-            raise FgarError(f"{source}: action checkpoint has no num_classes in arch_args")
-        model: nn.Module = build_action_encoder(arch, num_classes, **arch_args)
-    elif kind == "alignability":
-        if arch != ALIGNABILITY_ARCH:
-            raise FgarError(f"{source}: unknown alignability arch '{arch}' (expected '{ALIGNABILITY_ARCH}')")
-        try:
-            model = build_alignability_encoder(**arch_args)
-        except TypeError as exc:
-            raise FgarError(f"{source}: bad alignability arch_args ({exc})") from None
-    else:
-        raise FgarError(f"{source}: unknown checkpoint kind '{kind}' (expected 'action' or 'alignability')")
-    try:
-        result = model.load_state_dict(ckpt["state_dict"], strict=False)
-    except RuntimeError as exc:  # shape mismatches; the first line of torch's message says nothing
-        detail = re.sub(r"^Error\(s\) in loading state_dict for \w+:\s*", "", " ".join(str(exc).split()))
-        raise FgarError(f"{source}: state_dict does not fit its arch '{arch}' ({detail[:200]})") from None
-    if result.missing_keys or result.unexpected_keys:
+def build_alignability_encoder(config: AlignabilityEncoderConfig) -> AlignabilityEncoder:
+    """Build f_A with its score head f_S."""
+    if config.hidden_dim % config.heads:
         raise FgarError(
-            f"{source}: state_dict does not fit its arch '{arch}' ({len(result.missing_keys)} missing, "
-            f"{len(result.unexpected_keys)} unexpected keys, e.g. "
-            f"'{(result.missing_keys + result.unexpected_keys)[0]}')"
+            f"alignability encoder: hidden_dim {config.hidden_dim} is not divisible by heads {config.heads}"
         )
-    return model
+    return AlignabilityEncoder(config)

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _fixtures_data import (
+from helpers import (
     evil_pickle,
     make_diving48,
     make_finediving,
     make_finegym,
-    write_frames,
+    write_frame_folder,
     write_video,
 )
 
@@ -25,13 +25,15 @@ from fgar_cli.errors import FgarError
 
 
 def test_diving48_reads_names_subsets_and_ranges(tmp_path: Path) -> None:
-    root = make_diving48(tmp_path / "d48", train=[("a", 0, 0, 6), ("b", 2, 1, 4)], test=[("c", 1, 0, 6)],
-                         videos=False)
+    root = make_diving48(tmp_path / "d48", train=[("a", 0, 0, 6), ("b", 2, 1, 4)], test=[("c", 1, 0, 6)], videos=False)
     index = read_dataset("diving48", root)
     assert index.class_names == ["Back_00som_05Twis_FREE", "Back_01som_05Twis_FREE", "Back_02som_05Twis_FREE"]
     by_id = index.by_id()
-    assert [(e.id, e.subset, e.label) for e in index.entries] == [("a", "train", 0), ("b", "train", 2),
-                                                                  ("c", "test", 1)]
+    assert [(e.id, e.subset, e.label) for e in index.entries] == [
+        ("a", "train", 0),
+        ("b", "train", 2),
+        ("c", "test", 1),
+    ]
     assert by_id["b"].path == "rgb/b.mp4" and (by_id["b"].start_frame, by_id["b"].end_frame) == (1, 4)
     assert index.resolve(by_id["b"]) == root.resolve() / "rgb" / "b.mp4"
 
@@ -103,7 +105,7 @@ def test_measure_skips_missing_and_empty_and_clips_ranges(tmp_path: Path) -> Non
 
 def test_measure_counts_frame_folders(tmp_path: Path) -> None:
     root = make_finediving(tmp_path / "fd", {("ev", 1): "101b", ("ev", 2): "405c"}, [("ev", 1)], [("ev", 2)])
-    write_frames(root / "ev" / "2", frames=7)
+    write_frame_folder(root / "ev" / "2", 7, size=16)
     index = measure_entries(read_dataset("finediving", root))
     assert {e.id: e.num_frames for e in index.entries} == {"ev/1": 4, "ev/2": 7}
     assert index.skipped == []
@@ -113,8 +115,14 @@ def test_measure_counts_frame_folders(tmp_path: Path) -> None:
 
 
 def test_finegym_default_lists_and_categories(tmp_path: Path) -> None:
-    root = make_finegym(tmp_path / "gym", "gym99", train=[("vid_E_1_2_A_3_4", 3), ("vid_E_1_2_A_5_6", 0)],
-                        val=[("vid_E_1_2_A_7_8", 98)], num_classes=99, videos=False)
+    root = make_finegym(
+        tmp_path / "gym",
+        "gym99",
+        train=[("vid_E_1_2_A_3_4", 3), ("vid_E_1_2_A_5_6", 0)],
+        val=[("vid_E_1_2_A_7_8", 98)],
+        num_classes=99,
+        videos=False,
+    )
     index = read_dataset("finegym", root)
     assert len(index.class_names) == 99 and index.class_names[3] == "(VT) element 3; tucked"
     assert [(e.id, e.label, e.subset, e.path) for e in index.entries] == [
@@ -125,16 +133,14 @@ def test_finegym_default_lists_and_categories(tmp_path: Path) -> None:
 
 
 def test_finegym_annotations_pick_a_list(tmp_path: Path) -> None:
-    root = make_finegym(tmp_path / "gym", "gym288", train=[("t1", 287)], val=[("v1", 5)], num_classes=288,
-                        videos=False)
+    root = make_finegym(tmp_path / "gym", "gym288", train=[("t1", 287)], val=[("v1", 5)], num_classes=288, videos=False)
     index = read_dataset("finegym", root, [root / "gym288_val_element.txt"])
     assert [(e.id, e.label, e.subset) for e in index.entries] == [("v1", 5, "test")]
     assert len(index.class_names) == 288
 
 
 def test_finegym_unknown_label_names_line(tmp_path: Path) -> None:
-    root = make_finegym(tmp_path / "gym", "gym99", train=[("ok", 1), ("bad", 99)], val=[], num_classes=99,
-                        videos=False)
+    root = make_finegym(tmp_path / "gym", "gym99", train=[("ok", 1), ("bad", 99)], val=[], num_classes=99, videos=False)
     with pytest.raises(FgarError, match=r"gym99_train_element_v1.0.txt: line 2: unknown label '99' for 'bad'"):
         read_dataset("finegym", root)
 
@@ -160,23 +166,30 @@ def test_finegym_categories_with_a_gap(tmp_path: Path) -> None:
 
 
 def test_finediving_classes_in_sorted_order_and_frame_folders(tmp_path: Path) -> None:
-    actions = {("FINAWorldChampionships2019_Women10m_final_r1", 0): "407c", ("Olympics_r2", 3): "105b",
-               ("Olympics_r2", 4): "407c", ("Olympics_r2", 5): "5253b"}
-    root = make_finediving(tmp_path / "fd", actions, train=[("Olympics_r2", 3), ("Olympics_r2", 4)],
-                           test=[("FINAWorldChampionships2019_Women10m_final_r1", 0)], frames=False)
+    actions = {
+        ("FINAWorldChampionships2019_Women10m_final_r1", 0): "407c",
+        ("Olympics_r2", 3): "105b",
+        ("Olympics_r2", 4): "407c",
+        ("Olympics_r2", 5): "5253b",
+    }
+    root = make_finediving(
+        tmp_path / "fd",
+        actions,
+        train=[("Olympics_r2", 3), ("Olympics_r2", 4)],
+        test=[("FINAWorldChampionships2019_Women10m_final_r1", 0)],
+        frames=False,
+    )
     index = read_dataset("finediving", root)
     assert index.class_names == ["105b", "407c", "5253b"]  # from the whole annotation, sorted
     assert [(e.id, e.path, e.label, e.subset) for e in index.entries] == [
         ("Olympics_r2/3", "Olympics_r2/3", 0, "train"),
         ("Olympics_r2/4", "Olympics_r2/4", 1, "train"),
-        ("FINAWorldChampionships2019_Women10m_final_r1/0", "FINAWorldChampionships2019_Women10m_final_r1/0", 1,
-         "test"),
+        ("FINAWorldChampionships2019_Women10m_final_r1/0", "FINAWorldChampionships2019_Women10m_final_r1/0", 1, "test"),
     ]
 
 
 def test_finediving_split_key_without_annotation(tmp_path: Path) -> None:
-    root = make_finediving(tmp_path / "fd", {("ev", 1): "101b"}, train=[("ev", 1), ("ev", 9)], test=[],
-                           frames=False)
+    root = make_finediving(tmp_path / "fd", {("ev", 1): "101b"}, train=[("ev", 1), ("ev", 9)], test=[], frames=False)
     with pytest.raises(FgarError, match=r"train_split.pkl: entry 1 \('ev', 9\) has no annotation"):
         read_dataset("finediving", root)
 
@@ -203,8 +216,12 @@ def test_evil_fixture_really_runs_code_with_plain_pickle(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("protocol", [0, 2, 4, 5])
 def test_safe_pickle_loads_plain_data_and_numpy(tmp_path: Path, protocol: int) -> None:
-    data = {("ev", 3): ["407c", np.float64(81.6), 3.2, np.array([12, 40]), np.arange(5, dtype=np.int32)],
-            "strings": np.array(["a", "bc"]), "objects": np.array([1, "x"], dtype=object), "set": {1, 2}}
+    data = {
+        ("ev", 3): ["407c", np.float64(81.6), 3.2, np.array([12, 40]), np.arange(5, dtype=np.int32)],
+        "strings": np.array(["a", "bc"]),
+        "objects": np.array([1, "x"], dtype=object),
+        "set": {1, 2},
+    }
     path = tmp_path / "ok.pkl"
     path.write_bytes(pickle.dumps(data, protocol=protocol))
     loaded = load_pickle(path)
@@ -237,8 +254,11 @@ def test_list_with_int_labels_and_subsets_from_file_names(tmp_path: Path) -> Non
     (tmp_path / "val_list.txt").write_text("c.mp4 120 1\n")  # mmaction2 rawframes: path num_frames label
     index = read_dataset("list", tmp_path, [tmp_path / "train_list.txt", tmp_path / "val_list.txt"])
     assert index.class_names == ["0", "1", "2"]
-    assert [(e.path, e.label, e.subset) for e in index.entries] == [("a.mp4", 0, "train"), ("sub/b.mp4", 2, "train"),
-                                                                    ("c.mp4", 1, "test")]
+    assert [(e.path, e.label, e.subset) for e in index.entries] == [
+        ("a.mp4", 0, "train"),
+        ("sub/b.mp4", 2, "train"),
+        ("c.mp4", 1, "test"),
+    ]
 
 
 def test_list_with_class_names_and_classes_file(tmp_path: Path) -> None:
@@ -289,8 +309,8 @@ def test_list_mixing_ids_and_names_needs_classes(tmp_path: Path) -> None:
 
 
 def test_folder_per_class_with_videos_and_frame_folders(tmp_path: Path) -> None:
-    write_video(tmp_path / "jump" / "j1.mp4", frames=3)
-    write_frames(tmp_path / "spin" / "s1", frames=2)
+    write_video(tmp_path / "jump" / "j1.mp4", 3)
+    write_frame_folder(tmp_path / "spin" / "s1", 2, size=16)
     (tmp_path / "spin" / "notes.txt").write_text("not a video")
     index = measure_entries(read_dataset("folder", tmp_path))
     assert index.class_names == ["jump", "spin"]
@@ -303,8 +323,10 @@ def test_folder_split_layout(tmp_path: Path) -> None:
         (tmp_path / subset / "jump" / f"{subset}.mp4").write_bytes(b"")
     index = read_dataset("folder", tmp_path)
     assert index.class_names == ["jump"]
-    assert [(e.path, e.subset) for e in index.entries] == [("test/jump/test.mp4", "test"),
-                                                          ("train/jump/train.mp4", "train")]
+    assert [(e.path, e.subset) for e in index.entries] == [
+        ("test/jump/test.mp4", "test"),
+        ("train/jump/train.mp4", "train"),
+    ]
 
 
 def test_folder_unknown_class_with_classes_file(tmp_path: Path) -> None:

@@ -13,12 +13,11 @@ import torch
 
 from fgar_cli.artifacts import (
     atomic_path,
-    load_checkpoint,
     read_h5,
-    save_checkpoint,
     sha256_file,
     write_h5,
 )
+from fgar_cli.checkpoints import load_checkpoint, save_checkpoint
 from fgar_cli.errors import FgarError
 
 

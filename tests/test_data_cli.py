@@ -7,28 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _fixtures_data import evil_pickle, make_diving48, make_finediving
+from conftest import Cli
+from helpers import evil_pickle, make_diving48, make_finediving, one_error_line
 
-import fgar_cli.commands.data  # noqa: F401  (registers `fgar data` on the app)
-from fgar_cli import cli
-from fgar_cli.artifacts import save_checkpoint, sha256_file, write_h5
+from fgar_cli.artifacts import sha256_file, write_h5
+from fgar_cli.checkpoints import save_checkpoint
 from fgar_cli.data.index import load_index
 from fgar_cli.data.splits import load_split
-
-
-def run_fgar(args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-             ) -> tuple[int, str, str]:
-    """Run `fgar ARGS` in-process; returns (exit code, stdout, stderr)."""
-    # Only the data commands are needed here; the other command modules may not be importable yet.
-    monkeypatch.setattr(cli, "_register", lambda: None)
-    monkeypatch.setenv("COLUMNS", "200")
-    try:
-        cli.main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def table_rows(out: str) -> dict[str, list[str]]:
@@ -41,20 +26,21 @@ def table_rows(out: str) -> dict[str, list[str]]:
     return rows
 
 
-def assert_one_error_line(out: str, err: str, *fragments: str) -> None:
-    text = out + err
-    lines = [line for line in text.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, text
-    assert "Traceback" not in text
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 @pytest.fixture
 def diving48_root(tmp_path: Path) -> Path:
-    root = make_diving48(tmp_path / "d48", train=[("a1", 0, 0, 5), ("a2", 0, 0, 5), ("b1", 1, 0, 5),
-                                                  ("gone", 1, 0, 5), ("zero", 2, 0, 5), ("c1", 2, 0, 5)],
-                         test=[("t1", 0, 0, 5), ("t2", 2, 0, 5)], frames=5)
+    root = make_diving48(
+        tmp_path / "d48",
+        train=[
+            ("a1", 0, 0, 5),
+            ("a2", 0, 0, 5),
+            ("b1", 1, 0, 5),
+            ("gone", 1, 0, 5),
+            ("zero", 2, 0, 5),
+            ("c1", 2, 0, 5),
+        ],
+        test=[("t1", 0, 0, 5), ("t2", 2, 0, 5)],
+        frames=5,
+    )
     (root / "rgb" / "gone.mp4").unlink()
     (root / "rgb" / "zero.mp4").write_bytes(b"")
     return root
@@ -63,21 +49,44 @@ def diving48_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def index_file(tmp_path: Path) -> Path:
     """An index of 4 classes x 10 train videos and 1 test video each (no videos needed to split)."""
-    entries = [{"id": f"c{c}_{i}", "path": f"c{c}_{i}.mp4", "label": c, "start_frame": 0, "end_frame": 8,
-                "num_frames": 8, "subset": "train" if i < 10 else "test"} for c in range(4) for i in range(11)]
+    entries = [
+        {
+            "id": f"c{c}_{i}",
+            "path": f"c{c}_{i}.mp4",
+            "label": c,
+            "start_frame": 0,
+            "end_frame": 8,
+            "num_frames": 8,
+            "subset": "train" if i < 10 else "test",
+        }
+        for c in range(4)
+        for i in range(11)
+    ]
     path = tmp_path / "index.json"
-    path.write_text(json.dumps({"schema": "fgar.index", "schema_version": 1, "format": "list", "root": "/data",
-                                "class_names": ["w", "x", "y", "z"], "entries": entries, "skipped": []}))
+    path.write_text(
+        json.dumps(
+            {
+                "schema": "fgar.index",
+                "schema_version": 1,
+                "format": "list",
+                "root": "/data",
+                "class_names": ["w", "x", "y", "z"],
+                "entries": entries,
+                "skipped": [],
+            }
+        )
+    )
     return path
 
 
 # --------------------------------------------------------------------------- index
 
 
-def test_index_skips_and_reports_unreadable_videos(diving48_root: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_index_skips_and_reports_unreadable_videos(diving48_root: Path, tmp_path: Path, cli: Cli) -> None:
     out_path = tmp_path / "out" / "index.json"
-    code, out, err = run_fgar(["data", "index", "--format", "diving48", "--root", str(diving48_root),
-                               "--out", str(out_path)], capsys, monkeypatch)
+    code, out, err = cli(
+        ["data", "index", "--format", "diving48", "--root", str(diving48_root), "--out", str(out_path)]
+    )
     assert code == 0, out + err
     index = load_index(out_path)
     assert sorted(e.id for e in index.entries) == ["a1", "a2", "b1", "c1", "t1", "t2"]
@@ -90,51 +99,57 @@ def test_index_skips_and_reports_unreadable_videos(diving48_root: Path, tmp_path
     assert "error:" not in out + err
 
 
-def test_index_strict_fails_without_writing(diving48_root: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_index_strict_fails_without_writing(diving48_root: Path, tmp_path: Path, cli: Cli) -> None:
     out_path = tmp_path / "index.json"
-    code, out, err = run_fgar(["data", "index", "--format", "diving48", "--root", str(diving48_root),
-                               "--out", str(out_path), "--strict"], capsys, monkeypatch)
+    code, out, err = cli(
+        ["data", "index", "--format", "diving48", "--root", str(diving48_root), "--out", str(out_path), "--strict"]
+    )
     assert code == 1
-    assert_one_error_line(out, err, "2 unreadable videos", "--strict")
+    one_error_line(out + err, "2 unreadable videos", "--strict")
     assert not out_path.exists()
 
 
-def test_index_unknown_label_is_an_error(tmp_path: Path, capsys, monkeypatch) -> None:
-    root = make_diving48(tmp_path / "d48", train=[("a", 0, 0, 5), ("b", 48, 0, 5)], test=[], num_classes=3,
-                         videos=False)
-    code, out, err = run_fgar(["data", "index", "--format", "diving48", "--root", str(root),
-                               "--out", str(tmp_path / "i.json")], capsys, monkeypatch)
+def test_index_unknown_label_is_an_error(tmp_path: Path, cli: Cli) -> None:
+    root = make_diving48(
+        tmp_path / "d48", train=[("a", 0, 0, 5), ("b", 48, 0, 5)], test=[], num_classes=3, videos=False
+    )
+    code, out, err = cli(
+        ["data", "index", "--format", "diving48", "--root", str(root), "--out", str(tmp_path / "i.json")]
+    )
     assert code == 1
-    assert_one_error_line(out, err, "Diving48_V2_train.json", "entry 1", "unknown label 48")
+    one_error_line(out + err, "Diving48_V2_train.json", "entry 1", "unknown label 48")
 
 
-def test_index_malformed_json_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_index_malformed_json_is_one_line(tmp_path: Path, cli: Cli) -> None:
     root = make_diving48(tmp_path / "d48", train=[("a", 0, 0, 5)], test=[], videos=False)
-    (root / "Diving48_vocab.json").write_text("[[\"Back\", ")
-    code, out, err = run_fgar(["data", "index", "--format", "diving48", "--root", str(root),
-                               "--out", str(tmp_path / "i.json")], capsys, monkeypatch)
+    (root / "Diving48_vocab.json").write_text('[["Back", ')
+    code, out, err = cli(
+        ["data", "index", "--format", "diving48", "--root", str(root), "--out", str(tmp_path / "i.json")]
+    )
     assert code == 1
-    assert_one_error_line(out, err, "Diving48_vocab.json", "malformed JSON")
+    one_error_line(out + err, "Diving48_vocab.json", "malformed JSON")
 
 
-def test_index_refuses_pickle_that_runs_code(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_index_refuses_pickle_that_runs_code(tmp_path: Path, cli: Cli) -> None:
     root = make_finediving(tmp_path / "fd", {("ev", 1): "101b"}, train=[("ev", 1)], test=[], frames=False)
     marker = tmp_path / "command_ran"
     evil_pickle(root / "Annotations" / "train_split.pkl", marker)
-    code, out, err = run_fgar(["data", "index", "--format", "finediving", "--root", str(root),
-                               "--out", str(tmp_path / "i.json")], capsys, monkeypatch)
+    code, out, err = cli(
+        ["data", "index", "--format", "finediving", "--root", str(root), "--out", str(tmp_path / "i.json")]
+    )
     assert code == 1
-    assert_one_error_line(out, err, "train_split.pkl", "refusing to unpickle global 'posix.system'")
+    one_error_line(out + err, "train_split.pkl", "refusing to unpickle global 'posix.system'")
     assert not marker.exists()
 
 
 # --------------------------------------------------------------------------- split
 
 
-def test_split_writes_file_and_summary(index_file: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_split_writes_file_and_summary(index_file: Path, tmp_path: Path, cli: Cli) -> None:
     out_path = tmp_path / "split.json"
-    code, out, err = run_fgar(["data", "split", "--index", str(index_file), "--fraction", "0.2", "--seed", "1",
-                               "--out", str(out_path)], capsys, monkeypatch)
+    code, out, err = cli(
+        ["data", "split", "--index", str(index_file), "--fraction", "0.2", "--seed", "1", "--out", str(out_path)]
+    )
     assert code == 0, out + err
     split = load_split(out_path)
     assert (split.fraction, split.seed, split.index) == (0.2, 1, str(index_file))
@@ -144,9 +159,21 @@ def test_split_writes_file_and_summary(index_file: Path, tmp_path: Path, capsys,
     assert rows["labeled"] == ["8", "4"] and rows["unlabeled"] == ["32", "4"] and rows["test"] == ["4", "4"]
 
 
-def test_split_three_seeds_into_folder(index_file: Path, tmp_path: Path, capsys, monkeypatch) -> None:
-    code, out, err = run_fgar(["data", "split", "--index", str(index_file), "--fraction", "0.1", "--seeds", "0,1,2",
-                               "--out-dir", str(tmp_path / "splits")], capsys, monkeypatch)
+def test_split_three_seeds_into_folder(index_file: Path, tmp_path: Path, cli: Cli) -> None:
+    code, out, err = cli(
+        [
+            "data",
+            "split",
+            "--index",
+            str(index_file),
+            "--fraction",
+            "0.1",
+            "--seeds",
+            "0,1,2",
+            "--out-dir",
+            str(tmp_path / "splits"),
+        ]
+    )
     assert code == 0, out + err
     files = sorted((tmp_path / "splits").iterdir())
     assert [f.name for f in files] == [f"split_0.1_seed{s}.json" for s in (0, 1, 2)]
@@ -155,18 +182,31 @@ def test_split_three_seeds_into_folder(index_file: Path, tmp_path: Path, capsys,
 
 
 @pytest.mark.parametrize("fraction", ["0", "1.5", "-0.2"])
-def test_split_fraction_out_of_range(index_file: Path, tmp_path: Path, fraction: str, capsys, monkeypatch) -> None:
-    code, out, err = run_fgar(["data", "split", "--index", str(index_file), "--fraction", fraction,
-                               "--out", str(tmp_path / "s.json")], capsys, monkeypatch)
+def test_split_fraction_out_of_range(index_file: Path, tmp_path: Path, fraction: str, cli: Cli) -> None:
+    code, out, err = cli(
+        ["data", "split", "--index", str(index_file), "--fraction", fraction, "--out", str(tmp_path / "s.json")]
+    )
     assert code == 1
-    assert_one_error_line(out, err, "--fraction", "outside (0, 1]")
+    one_error_line(out + err, "--fraction", "outside (0, 1]")
     assert not (tmp_path / "s.json").exists()
 
 
-def test_split_open_world(index_file: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_split_open_world(index_file: Path, tmp_path: Path, cli: Cli) -> None:
     out_path = tmp_path / "ow.json"
-    code, out, err = run_fgar(["data", "split", "--index", str(index_file), "--fraction", "0.5",
-                               "--known-classes", "2", "--out", str(out_path)], capsys, monkeypatch)
+    code, out, err = cli(
+        [
+            "data",
+            "split",
+            "--index",
+            str(index_file),
+            "--fraction",
+            "0.5",
+            "--known-classes",
+            "2",
+            "--out",
+            str(out_path),
+        ]
+    )
     assert code == 0, out + err
     split = load_split(out_path)
     index = load_index(index_file).by_id()
@@ -178,28 +218,36 @@ def test_split_open_world(index_file: Path, tmp_path: Path, capsys, monkeypatch)
 # --------------------------------------------------------------------------- inspect
 
 
-def test_inspect_index_and_split(index_file: Path, tmp_path: Path, capsys, monkeypatch) -> None:
-    code, out, err = run_fgar(["data", "inspect", str(index_file)], capsys, monkeypatch)
+def test_inspect_index_and_split(index_file: Path, tmp_path: Path, cli: Cli) -> None:
+    code, out, err = cli(["data", "inspect", str(index_file)])
     assert code == 0, out + err
     rows = table_rows(out)
     assert rows["train"][:2] == ["40", "4"] and rows["test"][:2] == ["4", "4"] and rows["skipped"][0] == "0"
     split_path = tmp_path / "s.json"
-    run_fgar(["data", "split", "--index", str(index_file), "--fraction", "0.1", "--out", str(split_path)],
-             capsys, monkeypatch)
-    code, out, err = run_fgar(["data", "inspect", str(split_path)], capsys, monkeypatch)
+    cli(["data", "split", "--index", str(index_file), "--fraction", "0.1", "--out", str(split_path)])
+    code, out, err = cli(["data", "inspect", str(split_path)])
     assert code == 0, out + err
     rows = table_rows(out)
     assert rows["labeled"] == ["4", "4"] and rows["unlabeled"] == ["36", "4"]
 
 
-def test_inspect_pseudo_h5(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_inspect_pseudo_h5(tmp_path: Path, cli: Cli) -> None:
     path = tmp_path / "pseudo.h5"
     accepted = np.array([True, False, True, True])
-    write_h5(path, "fgar.pseudo", 1,
-             {"video_ids": ["v0", "v1", "v2", "v3"], "p": np.full((4, 3), 1 / 3, dtype=np.float32),
-              "accepted": accepted, "label": np.array([2, 0, 1, 1])},
-             attrs={"theta": 0.8, "tau": 0.5, "rho": 0.1, "round": 2}, config={"batch_size": 8, "lr": 0.1})
-    code, out, err = run_fgar(["data", "inspect", str(path)], capsys, monkeypatch)
+    write_h5(
+        path,
+        "fgar.pseudo",
+        1,
+        {
+            "video_ids": ["v0", "v1", "v2", "v3"],
+            "p": np.full((4, 3), 1 / 3, dtype=np.float32),
+            "accepted": accepted,
+            "label": np.array([2, 0, 1, 1]),
+        },
+        attrs={"theta": 0.8, "tau": 0.5, "rho": 0.1, "round": 2},
+        config={"batch_size": 8, "lr": 0.1},
+    )
+    code, out, err = cli(["data", "inspect", str(path)])
     assert code == 0, out + err
     assert "schema fgar.pseudo v1" in out and "config keys: batch_size, lr" in out
     assert "theta = 0.8" in out and "round = 2" in out
@@ -209,14 +257,23 @@ def test_inspect_pseudo_h5(tmp_path: Path, capsys, monkeypatch) -> None:
     assert rows["video_ids"][2] == "['v0', 'v1', 'v2', 'v3']"
 
 
-def test_inspect_checkpoint(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_inspect_checkpoint(tmp_path: Path, cli: Cli) -> None:
     import torch
 
     path = tmp_path / "A.pt"
-    save_checkpoint(path, {"kind": "alignability", "arch": "r2plus1d_18", "epoch": 7,
-                           "class_names": ["jump", "spin", "fall"], "metrics": {"top1": 0.625},
-                           "state_dict": {"w": torch.zeros(2, 3), "b": torch.zeros(3)}, "config": {"lr": 0.01}})
-    code, out, err = run_fgar(["data", "inspect", str(path)], capsys, monkeypatch)
+    save_checkpoint(
+        path,
+        {
+            "kind": "alignability",
+            "arch": "r2plus1d_18",
+            "epoch": 7,
+            "class_names": ["jump", "spin", "fall"],
+            "metrics": {"top1": 0.625},
+            "state_dict": {"w": torch.zeros(2, 3), "b": torch.zeros(3)},
+            "config": {"lr": 0.01},
+        },
+    )
+    code, out, err = cli(["data", "inspect", str(path)])
     assert code == 0, out + err
     rows = {key: cells[0] for key, cells in table_rows(out).items()}
     assert rows["format"] == "fgar.checkpoint" and rows["kind"] == "alignability" and rows["epoch"] == "7"
@@ -224,17 +281,22 @@ def test_inspect_checkpoint(tmp_path: Path, capsys, monkeypatch) -> None:
     assert rows["state_dict"] == "2 tensors, 9 values"
 
 
-@pytest.mark.parametrize(("content", "fragment"), [(b"hello, not an fgar file", "not an fgar index, split"),
-                                                   (b'{"schema": "something.else"}', "not an fgar index or split")])
-def test_inspect_unknown_file(tmp_path: Path, content: bytes, fragment: str, capsys, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"hello, not an fgar file", "not an fgar index, split"),
+        (b'{"schema": "something.else"}', "not an fgar index or split"),
+    ],
+)
+def test_inspect_unknown_file(tmp_path: Path, content: bytes, fragment: str, cli: Cli) -> None:
     path = tmp_path / "mystery.bin"
     path.write_bytes(content)
-    code, out, err = run_fgar(["data", "inspect", str(path)], capsys, monkeypatch)
+    code, out, err = cli(["data", "inspect", str(path)])
     assert code == 1
-    assert_one_error_line(out, err, "mystery.bin", fragment)
+    one_error_line(out + err, "mystery.bin", fragment)
 
 
 @pytest.mark.parametrize("command", ["index", "split", "inspect"])
-def test_help_has_an_example(command: str, capsys, monkeypatch) -> None:
-    code, out, err = run_fgar(["data", command, "--help"], capsys, monkeypatch)
+def test_help_has_an_example(command: str, cli: Cli) -> None:
+    code, out, err = cli(["data", command, "--help"])
     assert code == 0 and f"Example: fgar data {command}" in out

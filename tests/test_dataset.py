@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
 import pytest
 import torch
-from test_video import frame_ids, write_frame_folder, write_video
+from helpers import frame_ids, write_frame_folder, write_video
 from torch.utils.data import DataLoader, default_collate
 
+from fgar_cli.config import ClipConfig
 from fgar_cli.data.dataset import ClipDataset, collate_skip_none
 from fgar_cli.data.index import DatasetIndex, VideoEntry
 from fgar_cli.data.sampling import gitdl_indices, segment_indices
@@ -35,17 +37,19 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> DatasetIndex:
         VideoEntry("folder", "frames/7", 0, num_frames=12),
         VideoEntry("missing", "missing.mp4", 0),
         VideoEntry("empty", "empty.mp4", 1),
-        VideoEntry("short", "short.mp4", 0, num_frames=3),
+        VideoEntry("no_range", "long.mp4", 0, start_frame=10, end_frame=10, num_frames=0),
     ]
     return DatasetIndex("list", str(root), ["a", "b"], entries)
 
 
 GOOD = {"long": (0, 40), "trimmed": (10, 30), "uncounted": (0, 40), "folder": (0, 12)}
-BAD = {"missing": "file not found", "empty": "empty file", "short": "too short"}
+BAD = {"missing": "file not found", "empty": "empty file", "no_range": "no frame in the range"}
 
 
 def dataset(index: DatasetIndex, mode: str, **kwargs: object) -> ClipDataset:
-    return ClipDataset(index, index.entries, T, S, mode, min_frames=4, **IDENTITY, **kwargs)  # type: ignore[arg-type]
+    ds = ClipDataset(index, index.entries, ClipConfig(num_frames=T, size=S), mode, **kwargs)  # type: ignore[arg-type]
+    ds.transform = dataclasses.replace(ds.transform, **IDENTITY)  # frames keep their grey level / 255
+    return ds
 
 
 def clip_ids(clip: torch.Tensor) -> list[int]:
@@ -139,7 +143,7 @@ def test_collate_drops_skipped_items(index: DatasetIndex) -> None:
     ds = dataset(index, "train")
     batches = list(DataLoader(ds, batch_size=4, collate_fn=collate_skip_none))
     assert [b["video"].shape[0] if b is not None else 0 for b in batches] == [4, 0]
-    assert batches[1] is None  # missing, empty and short: nothing left
+    assert batches[1] is None  # missing, empty and an empty range: nothing left
     assert batches[0]["id"] == ["long", "trimmed", "uncounted", "folder"]
     assert batches[0]["label"].tolist() == [0, 1, 1, 0]
     expected = default_collate([ds[i] for i in range(4)])
@@ -156,13 +160,20 @@ def test_skips_in_worker_processes_reach_the_parent(index: DatasetIndex) -> None
     assert ds.num_skipped == 3 and sorted(ds.skipped_ids()) == sorted(BAD)
 
 
+def test_a_video_shorter_than_the_clip_repeats_its_frames(index: DatasetIndex) -> None:
+    short = DatasetIndex("list", index.root, ["a"], [VideoEntry("short", "short.mp4", 0, num_frames=3)])
+    item = ClipDataset(short, short.entries, ClipConfig(num_frames=T, size=S), "test")[0]
+    assert item is not None and item["video"].shape == (T, 3, S, S)
+    ds = dataset(short, "test")
+    assert clip_ids(ds[0]["video"]) == segment_indices(0, 3, T, False, None).tolist()  # each frame, repeated
+
+
 def test_bad_arguments_are_user_errors(index: DatasetIndex) -> None:
+    clip = ClipConfig(num_frames=T, size=S)
     with pytest.raises(FgarError):
-        ClipDataset(index, index.entries, T, S, "validate")  # type: ignore[arg-type]
+        ClipDataset(index, index.entries, clip, "validate")  # type: ignore[arg-type]
     with pytest.raises(FgarError):
-        ClipDataset(index, index.entries, T, S, "train", num_views=3)
-    with pytest.raises(FgarError):
-        ClipDataset(index, index.entries, 0, S, "train")
+        ClipDataset(index, index.entries, clip, "train", num_views=3)  # type: ignore[arg-type]
 
 
 # --- transforms -------------------------------------------------------------------------------
@@ -179,14 +190,6 @@ def test_centre_crop_and_normalise() -> None:
     centre = torch.from_numpy(frames[:, 1:9, 3:11]).permute(0, 3, 1, 2).float() / 255
     expected = (centre - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     torch.testing.assert_close(out, expected)
-
-
-def test_bgr_reverses_channels() -> None:
-    frames = random_frames((2, 12, 12, 3))
-    rgb = ClipTransform(size=12, train=False, resize=12, **IDENTITY)(frames)
-    bgr = ClipTransform(size=12, train=False, resize=12, bgr=True, **IDENTITY)(frames)
-    torch.testing.assert_close(bgr, rgb.flip(1))
-    torch.testing.assert_close(rgb[:, 0], torch.from_numpy(frames[..., 0]).float() / 255)
 
 
 def test_resize_keeps_the_aspect_ratio() -> None:

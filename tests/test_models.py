@@ -8,14 +8,10 @@ import pytest
 import torch
 import torchvision
 
+from fgar_cli.checkpoints import build_model, model_fields
+from fgar_cli.config import ActionEncoderConfig, AlignabilityEncoderConfig, validate
 from fgar_cli.errors import FgarError
-from fgar_cli.models import (
-    ScoreHead,
-    build_action_encoder,
-    build_alignability_encoder,
-    build_model_from_checkpoint,
-    model_checkpoint_fields,
-)
+from fgar_cli.models import ScoreHead, build_action_encoder, build_alignability_encoder
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +26,13 @@ def no_downloads(monkeypatch):
 
 def tiny_alignability(**kwargs):
     args = {"feature_dim": 16, "hidden_dim": 32, "depth": 1, "heads": 2, "max_frames": 8} | kwargs
-    return build_alignability_encoder(**args)
+    return build_alignability_encoder(validate(AlignabilityEncoderConfig, args, "test"))
+
+
+def action(arch="small3d", num_classes=5, init=None, **arch_args):
+    """f_E as a user's options build it: the config validated first, so a bad value is an FgarError."""
+    config = validate(ActionEncoderConfig, {"arch": arch, **arch_args}, "test")
+    return build_action_encoder(config, num_classes, init=init)
 
 
 def clips(b=2, t=8, size=32, seed=0):
@@ -41,7 +43,7 @@ def clips(b=2, t=8, size=32, seed=0):
 
 
 def test_small3d_gives_logits_and_features():
-    model = build_action_encoder("small3d", num_classes=5, width=8).eval()
+    model = action("small3d", 5, width=8).eval()
     x = clips()
     assert model(x).shape == (2, 5)
     assert model.features(x).shape == (2, 512)  # 4 * width channels x 4 time steps x 2 x 2 places
@@ -51,7 +53,7 @@ def test_small3d_features_keep_the_order_of_phases():
     # Two phases X then Y, and Y then X: the same frames in another order. A global pool over time
     # would nearly equate them; small3d's 4 time steps must not.
     torch.manual_seed(0)
-    model = build_action_encoder("small3d", num_classes=5, width=8).eval()
+    model = action("small3d", 5, width=8).eval()
     x, y = torch.randn(1, 1, 3, 32, 32).expand(1, 8, 3, 32, 32), torch.randn(1, 1, 3, 32, 32).expand(1, 8, 3, 32, 32)
     with torch.no_grad():
         xy = model.features(torch.cat([x, y], 1)).reshape(32, 4, 2, 2)
@@ -63,28 +65,28 @@ def test_small3d_features_keep_the_order_of_phases():
 
 @pytest.mark.parametrize("arch", ["r2plus1d_18", "r3d_18"])
 def test_torchvision_video_resnets_accept_btchw_clips(arch):
-    model = build_action_encoder(arch, num_classes=7).eval()
+    model = action(arch, 7).eval()
     with torch.no_grad():
         assert model(clips(b=1, t=4)).shape == (1, 7)
         assert model.features(clips(b=1, t=4)).shape == (1, 512)
 
 
 def test_unknown_arch_or_argument_is_a_one_line_error():
-    with pytest.raises(FgarError, match="unknown action encoder arch 'resnet50'"):
-        build_action_encoder("resnet50", 5)
-    with pytest.raises(FgarError, match="unknown arch argument"):
-        build_action_encoder("small3d", 5, depth=3)
-    with pytest.raises(FgarError, match="channel_order"):
-        build_action_encoder("small3d", 5, channel_order="grb")
-    with pytest.raises(FgarError, match="unknown arch argument"):
-        build_action_encoder("r3d_18", 5, width=16)  # width only sizes small3d
+    with pytest.raises(FgarError, match="arch: Input should be 'r2plus1d_18', 'r3d_18' or 'small3d'"):
+        action("resnet50", 5)
+    with pytest.raises(FgarError, match="depth: Extra inputs are not permitted"):
+        action("small3d", 5, depth=3)
+    with pytest.raises(FgarError, match="bgr"):
+        action("small3d", 5, bgr="grb")
+    with pytest.raises(FgarError, match="width sizes small3d only"):
+        action("r3d_18", 5, width=16)
     with pytest.raises(FgarError, match="dropout"):
-        build_action_encoder("small3d", 5, dropout=1.5)
+        action("small3d", 5, dropout=1.5)
 
 
 def test_bgr_model_sees_channels_reversed():
-    rgb = build_action_encoder("small3d", 4, width=8).eval()
-    bgr = build_action_encoder("small3d", 4, width=8, channel_order="bgr").eval()
+    rgb = action("small3d", 4, width=8).eval()
+    bgr = action("small3d", 4, width=8, bgr=True).eval()
     bgr.load_state_dict(rgb.state_dict())
     x = clips()
     with torch.no_grad():
@@ -93,11 +95,11 @@ def test_bgr_model_sees_channels_reversed():
 
 
 def test_init_from_wrapped_state_dict_reproduces_outputs(tmp_path):
-    source = build_action_encoder("small3d", 5, width=8).eval()
+    source = action("small3d", 5, width=8).eval()
     path = tmp_path / "weights.pth"
     # the shape SSL / DataParallel codebases save: {'state_dict': {'module.backbone.xxx': ...}}
     torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
-    loaded = build_action_encoder("small3d", 5, init=path, width=8).eval()
+    loaded = action("small3d", 5, init=path, width=8).eval()
     x = clips()
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), source(x))
@@ -106,10 +108,10 @@ def test_init_from_wrapped_state_dict_reproduces_outputs(tmp_path):
 
 
 def test_init_skips_a_head_of_another_size(tmp_path):
-    source = build_action_encoder("small3d", 5, width=8).eval()
+    source = action("small3d", 5, width=8).eval()
     path = tmp_path / "weights.pt"
     torch.save({"model": source.state_dict(), "epoch": 3}, path)
-    loaded = build_action_encoder("small3d", 9, init=str(path), width=8).eval()
+    loaded = action("small3d", 9, init=str(path), width=8).eval()
     x = clips()
     with torch.no_grad():
         torch.testing.assert_close(loaded.features(x), source.features(x))
@@ -122,7 +124,7 @@ def test_init_loads_raw_torchvision_weights_and_counts_extra_keys(tmp_path):
     state = reference.state_dict() | {"projection.weight": torch.zeros(3)}  # e.g. an SSL projection head
     path = tmp_path / "r3d18.pth"
     torch.save(state, path)
-    model = build_action_encoder("r3d_18", 6, init=path).eval()
+    model = action("r3d_18", 6, init=path).eval()
     x = clips(b=1, t=4)
     reference.fc = torch.nn.Identity()
     with torch.no_grad():
@@ -133,29 +135,29 @@ def test_init_loads_raw_torchvision_weights_and_counts_extra_keys(tmp_path):
 
 def test_init_from_a_file_that_does_not_fit_is_a_one_line_error(tmp_path):
     small = tmp_path / "small.pt"
-    torch.save(build_action_encoder("small3d", 5, width=8).state_dict(), small)
+    torch.save(action("small3d", 5, width=8).state_dict(), small)
     with pytest.raises(FgarError, match="no parameter name matches arch 'r3d_18'") as err:
-        build_action_encoder("r3d_18", 5, init=small)
+        action("r3d_18", 5, init=small)
     assert str(small) in str(err.value) and "\n" not in str(err.value)
 
     wider = tmp_path / "wider.pt"
-    torch.save(build_action_encoder("small3d", 5, width=16).state_dict(), wider)
+    torch.save(action("small3d", 5, width=16).state_dict(), wider)
     with pytest.raises(FgarError, match="has shape") as err:
-        build_action_encoder("small3d", 5, init=wider, width=8)
+        action("small3d", 5, init=wider, width=8)
     assert "\n" not in str(err.value)
 
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a torch file at all")
     with pytest.raises(FgarError, match="cannot load weights"):
-        build_action_encoder("small3d", 5, init=junk)
+        action("small3d", 5, init=junk)
 
     not_a_state_dict = tmp_path / "list.pt"
     torch.save([1, 2, 3], not_a_state_dict)
     with pytest.raises(FgarError, match="not a state_dict"):
-        build_action_encoder("small3d", 5, init=not_a_state_dict)
+        action("small3d", 5, init=not_a_state_dict)
 
     with pytest.raises(FgarError, match="not found"):
-        build_action_encoder("small3d", 5, init=tmp_path / "missing.pt")
+        action("small3d", 5, init=tmp_path / "missing.pt")
 
 
 # --------------------------------------------------------------------------- f_A
@@ -203,10 +205,10 @@ def test_alignability_encoder_with_resnet18_backbone():
 
 
 def test_alignability_builder_checks_its_arguments():
-    with pytest.raises(FgarError, match="unknown alignability backbone"):
-        build_alignability_encoder(backbone="vit")
+    with pytest.raises(FgarError, match="backbone: Input should be 'small2d' or 'resnet18'"):
+        tiny_alignability(backbone="vit")
     with pytest.raises(FgarError, match="not divisible by heads"):
-        build_alignability_encoder(hidden_dim=30, heads=4)
+        tiny_alignability(hidden_dim=30, heads=4)
 
 
 # --------------------------------------------------------------------------- f_S
@@ -265,16 +267,16 @@ def test_score_head_calibration_keeps_logits_moderate_when_classes_do_not_separa
 
 def _round_trip(model, tmp_path):
     path = tmp_path / "model.pt"
-    torch.save(model_checkpoint_fields(model), path)
+    torch.save(model_fields(model), path)
     ckpt = torch.load(path, weights_only=True)  # plain containers only
-    return build_model_from_checkpoint(ckpt, source=str(path)).eval()
+    return build_model(ckpt, source=str(path)).eval()
 
 
 def test_action_checkpoint_round_trip_gives_the_same_outputs(tmp_path):
-    model = build_action_encoder("small3d", 3, width=8, channel_order="bgr", dropout=0.2).eval()
-    fields = model_checkpoint_fields(model)
-    assert fields["kind"] == "action" and fields["arch"] == "small3d"
-    assert all(isinstance(v, int | float | str | bool) for v in fields["arch_args"].values())
+    model = action("small3d", 3, width=8, bgr=True, dropout=0.2).eval()
+    fields = model_fields(model)
+    assert fields["kind"] == "action" and fields["arch"]["arch"] == "small3d" and fields["num_classes"] == 3
+    assert all(isinstance(v, int | float | str | bool) for v in fields["arch"].values())
     rebuilt = _round_trip(model, tmp_path)
     x = clips()
     with torch.no_grad():
@@ -285,7 +287,7 @@ def test_alignability_checkpoint_round_trip_includes_the_score_head(tmp_path):
     model = tiny_alignability().eval()
     with torch.no_grad():
         model.score_head.b.fill_(3.25)
-    fields = model_checkpoint_fields(model)
+    fields = model_fields(model)
     assert fields["kind"] == "alignability"
     assert {"score_head.a_raw", "score_head.b", "score_head.calibrated"} <= set(fields["state_dict"])
     rebuilt = _round_trip(model, tmp_path)
@@ -297,15 +299,16 @@ def test_alignability_checkpoint_round_trip_includes_the_score_head(tmp_path):
 
 
 def test_bad_checkpoints_are_one_line_errors():
-    fields = model_checkpoint_fields(build_action_encoder("small3d", 3, width=8))
+    fields = model_fields(action("small3d", 3, width=8))
     with pytest.raises(FgarError, match="unknown checkpoint kind 'video'"):
-        build_model_from_checkpoint(fields | {"kind": "video"}, source="e.pt")
+        build_model(fields | {"kind": "video"}, source="e.pt")
     with pytest.raises(FgarError, match="lacks field"):
-        build_model_from_checkpoint({"kind": "action"}, source="e.pt")
-    wrong_classes = fields | {"arch_args": fields["arch_args"] | {"num_classes": 4}}
+        build_model({"kind": "action"}, source="e.pt")
     with pytest.raises(FgarError, match="e.pt: state_dict does not fit") as err:
-        build_model_from_checkpoint(wrong_classes, source="e.pt")
+        build_model(fields | {"num_classes": 4}, source="e.pt")
     assert "\n" not in str(err.value) and "fc.weight" in str(err.value)
+    with pytest.raises(FgarError, match="e.pt: invalid ActionEncoderConfig .*arch"):
+        build_model(fields | {"arch": {"arch": "small4d"}}, source="e.pt")
     truncated = fields | {"state_dict": dict(list(fields["state_dict"].items())[:-2])}
     with pytest.raises(FgarError, match="missing"):
-        build_model_from_checkpoint(truncated, source="e.pt")
+        build_model(truncated, source="e.pt")

@@ -1,7 +1,8 @@
 """End to end through the six stage commands on a tiny embedded benchmark, plus the ways they fail.
 
 One module-scoped run (3 classes, 32 px, 8 frames, one epoch per stage) feeds all tests, so the
-expensive part happens once. Commands run in-process through `fgar_cli.cli.main`.
+expensive part happens once; so does one collaborative pseudo-labeling pass that several tests read.
+Every test passes alone and in any order. Commands run in-process through `fgar_cli.cli.main`.
 """
 
 from __future__ import annotations
@@ -12,35 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import fgar, one_error_line
 
-from fgar_cli.artifacts import load_checkpoint, read_h5, write_h5
-from fgar_cli.cli import main
-from fgar_cli.stages.pseudolabel import TAU_GRID, read_pseudo_labels
+from fgar_cli.artifacts import read_h5, write_h5
+from fgar_cli.checkpoints import load_checkpoint
+from fgar_cli.method.nonparametric import TAU_GRID
+from fgar_cli.method.pseudolabels import read_pseudo_labels
 
 CLIP = ["--num-frames", "8", "--size", "32"]
 
 
-def fgar(*args: str) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import os
-
-    os.environ["FGAR_NO_PROGRESS"] = "1"
     root = tmp_path_factory.mktemp("pipeline")
     assert (
         fgar(
@@ -117,6 +101,18 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def pseudolabel(run: Path, source: str, out: Path, *extra: object) -> int:
+    args = ["--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt", "--theta", "0.4"]
+    return fgar("pseudolabel", *args, "--source", source, "--out-dir", out, *extra)
+
+
+@pytest.fixture(scope="module")
+def collab(run: Path) -> Path:
+    """One FinePseudo pseudo-labeling pass (run/pl_collab: gallery.h5, pseudo.h5)."""
+    assert pseudolabel(run, "collab", run / "pl_collab") == 0
+    return run / "pl_collab"
+
+
 def test_pretrain_and_fit_write_loadable_checkpoints(run: Path) -> None:
     a0 = load_checkpoint(run / "pre" / "A0.pt", kind="alignability")
     e = load_checkpoint(run / "fit" / "E.pt", kind="action")
@@ -124,31 +120,19 @@ def test_pretrain_and_fit_write_loadable_checkpoints(run: Path) -> None:
     assert a0["epoch"] == 1 and e["epoch"] == 1 and a["epoch"] == 1
     assert e["class_names"] == a["class_names"] and len(e["class_names"]) == 3
     # The stored config carries absolute data paths, so later stages need no --index/--split.
-    assert Path(e["config"]["index"]).is_absolute() and e["config"]["num_frames"] == 8
+    assert Path(e["recipe"]["data"]["index"]).is_absolute() and e["recipe"]["clip"]["num_frames"] == 8
+    assert e["config"]["data"] == e["recipe"]["data"]  # the stage's own config, with the same absolute paths
     # f_A started from the pretrained weights: the transformer differs from a fresh init but the
     # checkpoint was trained one more epoch, so at least the shapes and keys agree.
     assert a["state_dict"].keys() == a0["state_dict"].keys()
 
 
 @pytest.mark.parametrize("source", ["collab", "action", "alignability", "verify"])
-def test_pseudolabel_sources_write_consistent_artifacts(run: Path, source: str, capsys) -> None:
-    out = run / f"pl_{source}"
-    assert (
-        fgar(
-            "pseudolabel",
-            "--ckpt-a",
-            run / "fit" / "A.pt",
-            "--ckpt-e",
-            run / "fit" / "E.pt",
-            "--theta",
-            "0.4",
-            "--source",
-            source,
-            "--out-dir",
-            out,
-        )
-        == 0
-    )
+def test_pseudolabel_sources_write_consistent_artifacts(run: Path, collab: Path, source: str, capsys) -> None:
+    out = collab if source == "collab" else run / f"pl_{source}"
+    if source != "collab":
+        assert pseudolabel(run, source, out) == 0
+        assert "pl_count" in capsys.readouterr().out
     data, attrs = read_h5(out / "pseudo.h5", "fgar.pseudo", 1)
     p, p_A, p_E = data["p"], data["p_A"], data["p_E"]
     expected = {"collab": (p_A + p_E) / 2, "action": p_E, "alignability": p_A, "verify": p_E}[source]
@@ -171,28 +155,13 @@ def test_pseudolabel_sources_write_consistent_artifacts(run: Path, source: str, 
     gallery, _ = read_h5(out / "gallery.h5", "fgar.gallery", 1)
     assert set(gallery["labels"].tolist()) == {0, 1, 2}
     assert gallery["embeddings"].shape[1:] == (8, 128)
-    assert "pl_count" in capsys.readouterr().out
 
 
-def test_pseudolabel_reuses_a_gallery_and_gets_the_same_labels(run: Path) -> None:
+def test_pseudolabel_reuses_a_gallery_and_gets_the_same_labels(run: Path, collab: Path) -> None:
     out = run / "pl_reuse"
-    assert (
-        fgar(
-            "pseudolabel",
-            "--ckpt-a",
-            run / "fit" / "A.pt",
-            "--ckpt-e",
-            run / "fit" / "E.pt",
-            "--theta",
-            "0.4",
-            "--gallery",
-            run / "pl_collab" / "gallery.h5",
-            "--out-dir",
-            out,
-        )
-        == 0
-    )
-    first, _ = read_h5(run / "pl_collab" / "pseudo.h5", "fgar.pseudo", 1)
+    assert pseudolabel(run, "collab", out, "--gallery", collab / "gallery.h5") == 0
+    assert not (out / "gallery.h5").exists()  # the given gallery is used, not a new one
+    first, _ = read_h5(collab / "pseudo.h5", "fgar.pseudo", 1)
     again, _ = read_h5(out / "pseudo.h5", "fgar.pseudo", 1)
     np.testing.assert_allclose(first["p_A"], again["p_A"], rtol=1e-4, atol=1e-6)
 
@@ -275,7 +244,7 @@ def test_selftrain_keeps_accepted_clips_once_every_clip_is_labeled(run: Path, ca
     assert "every unlabeled clip is pseudo-labeled already" in capsys.readouterr().err
 
 
-def test_interrupted_selftrain_resumes_to_the_same_weights(run: Path, monkeypatch, capsys) -> None:
+def test_interrupted_selftrain_resumes_to_the_same_weights(run: Path, interrupt_after_epochs, capsys) -> None:
     common = [
         "--ckpt-a",
         run / "fit" / "A.pt",
@@ -289,14 +258,13 @@ def test_interrupted_selftrain_resumes_to_the_same_weights(run: Path, monkeypatc
         "2",
     ]
     assert fgar("selftrain", *common, "--out-dir", run / "st_full") == 0
-    import fgar_cli.stages.common as common_mod
-
-    monkeypatch.setattr(common_mod, "_epochs_this_process", 0)
-    monkeypatch.setenv("FGAR_INTERRUPT_AFTER_EPOCHS", "3")  # round 1 E done (2), A at epoch 1 of 2
+    capsys.readouterr()
+    interrupt_after_epochs(3)  # Ctrl-C with round 1's f_E done (2 epochs) and its f_A at epoch 1 of 2
     assert fgar("selftrain", *common, "--out-dir", run / "st_cut") == 1
-    assert "rerun with --resume" in one_error_line(capsys)
+    one_error_line(capsys.readouterr().err, "rerun with --resume")
     assert not (run / "st_cut" / "round_1" / "A.pt").exists()
-    monkeypatch.delenv("FGAR_INTERRUPT_AFTER_EPOCHS")
+    assert load_checkpoint(run / "st_cut" / "round_1" / "A_last.pt")["epoch"] == 1
+    interrupt_after_epochs(None)
     assert fgar("selftrain", *common, "--out-dir", run / "st_cut", "--resume") == 0
     for name in ("E.pt", "A.pt"):
         full = load_checkpoint(run / "st_full" / name)["state_dict"]
@@ -378,13 +346,13 @@ def test_openworld_sets_novel_clips_aside(run: Path) -> None:
 
 def test_f_A_checkpoint_given_as_f_E(run: Path, capsys) -> None:
     assert fgar("pseudolabel", "--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "A.pt") == 1
-    line = one_error_line(capsys)
+    line = one_error_line(capsys.readouterr().err)
     assert "A.pt" in line and "'alignability' checkpoint, but a 'action' checkpoint is needed" in line
 
 
 def test_pretrain_f_A_has_no_class_set(run: Path, capsys) -> None:
     assert fgar("pseudolabel", "--ckpt-a", run / "pre" / "A0.pt", "--ckpt-e", run / "fit" / "E.pt") == 1
-    assert "no class set" in one_error_line(capsys)
+    assert "no class set" in one_error_line(capsys.readouterr().err)
 
 
 def test_class_sets_that_differ_between_checkpoints(run: Path, capsys) -> None:
@@ -392,7 +360,7 @@ def test_class_sets_that_differ_between_checkpoints(run: Path, capsys) -> None:
     ckpt["class_names"] = ckpt["class_names"][:2]
     torch.save(ckpt, run / "A_two.pt")
     assert fgar("pseudolabel", "--ckpt-a", run / "A_two.pt", "--ckpt-e", run / "fit" / "E.pt") == 1
-    assert "classes differ" in one_error_line(capsys)
+    assert "classes differ" in one_error_line(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("theta", ["1.5", "-0.1"])
@@ -400,7 +368,7 @@ def test_theta_outside_unit_interval(run: Path, theta: str, capsys) -> None:
     assert (
         fgar("pseudolabel", "--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt", "--theta", theta) == 1
     )
-    assert "theta" in one_error_line(capsys)
+    assert "theta" in one_error_line(capsys.readouterr().err)
 
 
 def test_empty_unlabeled_split(run: Path, capsys) -> None:
@@ -420,12 +388,12 @@ def test_empty_unlabeled_split(run: Path, capsys) -> None:
         )
         == 1
     )
-    assert "unlabeled split is empty" in one_error_line(capsys)
+    assert "unlabeled split is empty" in one_error_line(capsys.readouterr().err)
     assert not (run / "pl_empty" / "pseudo.h5").exists()
 
 
-def test_gallery_missing_a_class(run: Path, capsys) -> None:
-    data, _ = read_h5(run / "pl_collab" / "gallery.h5", "fgar.gallery", 1)
+def test_gallery_missing_a_class(run: Path, collab: Path, capsys) -> None:
+    data, _ = read_h5(collab / "gallery.h5", "fgar.gallery", 1)
     keep = data["labels"] != 2
     write_h5(
         run / "gallery_no2.h5",
@@ -452,11 +420,11 @@ def test_gallery_missing_a_class(run: Path, capsys) -> None:
         )
         == 1
     )
-    line = one_error_line(capsys)
+    line = one_error_line(capsys.readouterr().err)
     assert "gallery_no2.h5" in line and "no member of class" in line
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(run: Path, monkeypatch, capsys) -> None:
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(run: Path, nan_loss_in, capsys) -> None:
     def fit(out: Path, epochs: str) -> int:
         return fgar(
             "fit-labeled",
@@ -476,9 +444,10 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(run: Path, monkeypatch, c
         )
 
     assert fit(run / "nan_ref", "1") == 0  # what epoch 1 gives (the learning rate of epoch 1 is the same)
-    monkeypatch.setenv("FGAR_FAULT_NAN", "f_E labeled 2/2")  # the loss turns NaN in epoch 2
+    capsys.readouterr()
+    nan_loss_in("f_E labeled 2/2")
     assert fit(run / "nan", "2") == 1
-    line = one_error_line(capsys)
+    line = one_error_line(capsys.readouterr().err)
     assert "loss became nan" in line and "E_last.pt" in line
     assert not (run / "nan" / "E.pt").exists()
     kept = load_checkpoint(run / "nan" / "E_last.pt")

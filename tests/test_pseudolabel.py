@@ -6,18 +6,18 @@ import numpy as np
 import pytest
 import torch
 
+from fgar_cli.config import PseudoLabeling
 from fgar_cli.errors import FgarError
-from fgar_cli.metrics import auroc, classification_metrics
-from fgar_cli.stages.openworld import leave_one_out_threshold
-from fgar_cli.stages.pseudolabel import (
+from fgar_cli.method.nonparametric import (
     TAU_GRID,
     class_logits,
     fit_temperature,
     leave_one_out_class_logits,
     nonparametric_probs,
-    pseudo_label_stats,
-    select_pseudo_labels,
 )
+from fgar_cli.method.pseudolabels import pseudo_label_stats, select_pseudo_labels
+from fgar_cli.metrics import auroc, classification_metrics
+from fgar_cli.stages.openworld import leave_one_out_threshold
 
 
 def test_class_logits_average_rho_members_of_each_class() -> None:
@@ -110,49 +110,49 @@ def _toy() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def test_collaborative_average_and_threshold() -> None:
     p_A, p_E, s_c = _toy()
-    out = select_pseudo_labels(p_A, p_E, s_c, "collab", theta=0.8)
-    torch.testing.assert_close(out["p"], (p_A + p_E) / 2)
+    out = select_pseudo_labels(p_E, p_A, s_c, PseudoLabeling(source="collab", theta=0.8))
+    torch.testing.assert_close(out.p, (p_A + p_E) / 2)
     # averages of the top class: 0.9, 0.825, 0.525, 0.65
-    assert out["label"].tolist() == [0, 0, 0, 1]
-    assert out["accepted"].tolist() == [True, True, False, False]
+    assert out.label.tolist() == [0, 0, 0, 1]
+    assert out.accepted.tolist() == [True, True, False, False]
 
 
 def test_action_and_alignability_sources_use_one_encoder() -> None:
     p_A, p_E, s_c = _toy()
-    action = select_pseudo_labels(p_A, p_E, s_c, "action", theta=0.8)
-    assert action["accepted"].tolist() == [True, False, True, False]
-    assert action["label"].tolist() == [0, 0, 0, 1]
-    align = select_pseudo_labels(p_A, p_E, s_c, "alignability", theta=0.8)
-    assert align["accepted"].tolist() == [True, True, True, False]
-    assert align["label"].tolist() == [0, 0, 1, 0]
+    action = select_pseudo_labels(p_E, p_A, s_c, PseudoLabeling(source="action", theta=0.8))
+    assert action.accepted.tolist() == [True, False, True, False]
+    assert action.label.tolist() == [0, 0, 0, 1]
+    align = select_pseudo_labels(p_E, p_A, s_c, PseudoLabeling(source="alignability", theta=0.8))
+    assert align.accepted.tolist() == [True, True, True, False]
+    assert align.label.tolist() == [0, 0, 1, 0]
 
 
 def test_verify_keeps_f_E_label_only_when_its_class_alignability_exceeds_threshold() -> None:
     p_A, p_E, s_c = _toy()
-    out = select_pseudo_labels(p_A, p_E, s_c, "verify", theta=0.8, verify_threshold=0.6)
+    out = select_pseudo_labels(p_E, p_A, s_c, PseudoLabeling(source="verify", theta=0.8, verify_threshold=0.6))
     # confident by f_E: clips 0 and 2; clip 2's label 0 has alignability 0.3 <= 0.6: rejected.
-    assert out["accepted"].tolist() == [True, False, False, False]
-    assert out["label"].tolist() == [0, 0, 0, 1]
+    assert out.accepted.tolist() == [True, False, False, False]
+    assert out.label.tolist() == [0, 0, 0, 1]
 
 
 def test_theta_bounds_behave() -> None:
     p_A, p_E, s_c = _toy()
-    assert select_pseudo_labels(p_A, p_E, s_c, "collab", theta=0.0)["accepted"].all()
-    assert not select_pseudo_labels(p_A, p_E, s_c, "collab", theta=1.0)["accepted"].any()
+    assert select_pseudo_labels(p_E, p_A, s_c, PseudoLabeling(source="collab", theta=0.0)).accepted.all()
+    assert not select_pseudo_labels(p_E, p_A, s_c, PseudoLabeling(source="collab", theta=1.0)).accepted.any()
 
 
 def test_novel_threshold_sets_clips_aside() -> None:
     p_A, p_E, s_c = _toy()
-    out = select_pseudo_labels(p_A, p_E, s_c, "collab", theta=0.5, novel_threshold=0.75)
+    out = select_pseudo_labels(p_E, p_A, s_c, PseudoLabeling(source="collab", theta=0.5), novel_threshold=0.75)
     # best class alignability: 0.8, 0.9, 0.7, 0.2 -> clips 2 and 3 are novel
-    assert out["novel"].tolist() == [False, False, True, True]
-    assert out["accepted"].tolist() == [True, True, False, False]
+    assert out.novel.tolist() == [False, False, True, True]
+    assert out.accepted.tolist() == [True, True, False, False]
 
 
 def test_sources_other_than_action_need_f_A() -> None:
     _, p_E, _ = _toy()
     with pytest.raises(FgarError, match="--ckpt-a"):
-        select_pseudo_labels(None, p_E, None, "collab", theta=0.8)
+        select_pseudo_labels(p_E, None, None, PseudoLabeling(source="collab", theta=0.8))
 
 
 def test_pseudo_label_stats_count_and_accuracy() -> None:

@@ -27,8 +27,10 @@ def toy_index(train_sizes: list[int] = TRAIN_SIZES, test_per_class: int = 2) -> 
     entries = []
     for label, n in enumerate(train_sizes):
         entries += [VideoEntry(id=f"c{label}_v{i}", path=f"c{label}_v{i}.mp4", label=label) for i in range(n)]
-        entries += [VideoEntry(id=f"c{label}_t{i}", path=f"c{label}_t{i}.mp4", label=label, subset="test")
-                    for i in range(test_per_class)]
+        entries += [
+            VideoEntry(id=f"c{label}_t{i}", path=f"c{label}_t{i}.mp4", label=label, subset="test")
+            for i in range(test_per_class)
+        ]
     names = [f"class{i}" for i in range(len(train_sizes))]
     return DatasetIndex(format="list", root="/data", class_names=names, entries=entries)
 
@@ -117,14 +119,29 @@ def test_save_load_roundtrip_and_schema(tmp_path: Path) -> None:
     save_split(split, path)
     raw = json.loads(path.read_text())
     assert raw["schema"] == "fgar.split" and raw["schema_version"] == 1 and raw["index"] == "idx.json"
-    assert sorted(raw) == sorted(["schema", "schema_version", "index", "index_sha256", "fraction", "seed",
-                                  "known_classes", "labeled", "unlabeled", "test"])
+    assert sorted(raw) == sorted(
+        [
+            "schema",
+            "schema_version",
+            "index",
+            "index_sha256",
+            "fraction",
+            "seed",
+            "known_classes",
+            "labeled",
+            "unlabeled",
+            "test",
+        ]
+    )
     assert load_split(path) == split
     check_split(load_split(path), index, path)
     # class 0 has a single training video: when it is known, that video is labeled and none is left
     unlabeled_classes = 4 if 0 in (split.known_classes or []) else 5
-    assert split_summary(split, index) == [("labeled", len(split.labeled), 3),
-                                           ("unlabeled", len(split.unlabeled), unlabeled_classes), ("test", 10, 5)]
+    assert split_summary(split, index) == [
+        ("labeled", len(split.labeled), 3),
+        ("unlabeled", len(split.unlabeled), unlabeled_classes),
+        ("test", 10, 5),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import Cli
 
-from fgar_cli import cli
 from fgar_cli.data import synth
 from fgar_cli.data.adapters import read_dataset
 from fgar_cli.data.video import count_frames, read_frames
@@ -39,16 +39,6 @@ def all_entries(root: Path) -> list[dict]:
 def decoded(root: Path) -> dict[str, np.ndarray]:
     """Every video's frames, by name."""
     return {p.stem: read_frames(p, range(count_frames(p))) for p in sorted((root / "rgb").glob("*.mp4"))}
-
-
-def run_fgar(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        cli.main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out + err
 
 
 # --------------------------------------------------------------------------- layout and videos
@@ -153,12 +143,25 @@ def test_overwrite_replaces_an_earlier_set(tiny: Path, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- CLI
 
 
-def test_cli_writes_a_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COLUMNS", "200")
-    code, text = run_fgar(["synth", "--out", str(tmp_path / "d"), "--classes", "2", "--videos-per-class", "2",
-                           "--frames", "16", "--size", "32", "--seed", "3"], capsys)
-    assert code == 0, text
+def test_cli_writes_a_dataset(tmp_path: Path, cli: Cli) -> None:
+    result = cli(
+        [
+            "synth",
+            "--out",
+            tmp_path / "d",
+            "--classes",
+            "2",
+            "--videos-per-class",
+            "2",
+            "--frames",
+            "16",
+            "--size",
+            "32",
+            "--seed",
+            "3",
+        ]
+    )
+    assert result.code == 0, result
     assert len(all_entries(tmp_path / "d")) == 4
     assert read_json(tmp_path / "d" / synth.META_JSON)["settings"]["seed"] == 3
 
@@ -174,30 +177,30 @@ def test_cli_writes_a_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         (["--test-fraction", "1.0"], "--test-fraction"),
     ],
 )
-def test_cli_rejects_bad_options_in_one_line(args: list[str], fragment: str, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
-    code, text = run_fgar(["synth", "--out", str(tmp_path / "d"), *args], capsys)
-    errors = [line for line in text.splitlines() if line.startswith("error:")]
-    assert code == 1 and len(errors) == 1 and fragment in errors[0], text
-    assert "Traceback" not in text
+def test_cli_rejects_bad_options_in_one_line(args: list[str], fragment: str, tmp_path: Path, cli: Cli) -> None:
+    result = cli(["synth", "--out", tmp_path / "d", *args])
+    assert result.code == 1
+    result.error_line(fragment)
     assert not (tmp_path / "d").exists()
 
 
-def test_cli_refuses_a_non_empty_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_refuses_a_non_empty_folder(tmp_path: Path, cli: Cli) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "notes.txt").write_text("mine")
-    code, text = run_fgar(["synth", "--out", str(tmp_path / "d")], capsys)
-    assert code == 1 and "not empty" in text and "Traceback" not in text
-    code, text = run_fgar(["synth", "--out", str(tmp_path / "d"), "--overwrite"], capsys)
-    assert code == 1 and "not a synthetic dataset" in text
+    result = cli(["synth", "--out", tmp_path / "d"])
+    assert result.code == 1
+    result.error_line("not empty")
+    result = cli(["synth", "--out", tmp_path / "d", "--overwrite"])
+    assert result.code == 1
+    result.error_line("not a synthetic dataset")
     assert (tmp_path / "d" / "notes.txt").read_text() == "mine"
 
 
-def test_cli_reports_an_output_folder_it_cannot_create(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_an_output_folder_it_cannot_create(tmp_path: Path, cli: Cli) -> None:
     (tmp_path / "a_file").write_text("")
-    code, text = run_fgar(["synth", "--out", str(tmp_path / "a_file" / "d")], capsys)
-    errors = [line for line in text.splitlines() if line.startswith("error:")]
-    assert code == 1 and len(errors) == 1 and "cannot create" in errors[0] and "Traceback" not in text
+    result = cli(["synth", "--out", tmp_path / "a_file" / "d"])
+    assert result.code == 1
+    result.error_line("cannot create")
 
 
 # --------------------------------------------------------------------------- the property

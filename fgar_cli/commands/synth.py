@@ -9,18 +9,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from fgar_cli.cli import app
 from fgar_cli.data import synth
 
 console = Console()
 err_console = Console(stderr=True)
 
 
-@app.command(
-    "synth",
-    epilog="Example: fgar synth --out data/synth --seed 0  (then: fgar data index --format diving48 "
-    "--root data/synth --out data/synth_index.json; check it: python benchmarks/synth_separability.py data/synth)",
+SYNTH_EPILOG = (
+    "Example: fgar synth --out data/synth --seed 0  (then: fgar data index --format diving48 "
+    "--root data/synth --out data/synth_index.json; check it: python benchmarks/synth_separability.py data/synth)"
 )
+
+
 def synth_command(
     out: Path = typer.Option(..., "--out", help="Folder to write (created; must be empty unless --overwrite)."),
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed and settings give the same videos."),
@@ -47,20 +47,39 @@ def synth_command(
     rgb/*.mp4 and synth_meta.json.
     """
     synth.validate_options(classes, videos_per_class, frames, size, test_fraction)
-    columns = (TextColumn("rendering videos"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("rendering videos"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task("render", total=classes * videos_per_class)
         summary = synth.generate(
-            out, seed=seed, classes=classes, videos_per_class=videos_per_class, frames=frames, size=size,
-            test_fraction=test_fraction, overwrite=overwrite,
+            out,
+            seed=seed,
+            classes=classes,
+            videos_per_class=videos_per_class,
+            frames=frames,
+            size=size,
+            test_fraction=test_fraction,
+            overwrite=overwrite,
             progress=lambda done, _total: progress.update(task, completed=done),
         )
-    console.print(f"wrote {summary.out_dir}: synthetic Diving48 layout, seed {summary.seed}, "
-                  f"{summary.seconds:.1f} s", soft_wrap=True, markup=False)
+    console.print(
+        f"wrote {summary.out_dir}: synthetic Diving48 layout, seed {summary.seed}, {summary.seconds:.1f} s",
+        soft_wrap=True,
+        markup=False,
+    )
     table = Table()
     for column in ("classes", "train", "test", "frames per video", "size"):
         table.add_column(column, justify="right")
-    table.add_row(str(summary.classes), str(summary.train), str(summary.test),
-                  f"{summary.frames_min}-{summary.frames_max}", f"{summary.size}x{summary.size}")
+    table.add_row(
+        str(summary.classes),
+        str(summary.train),
+        str(summary.test),
+        f"{summary.frames_min}-{summary.frames_max}",
+        f"{summary.size}x{summary.size}",
+    )
     console.print(table)

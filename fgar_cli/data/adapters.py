@@ -1,6 +1,6 @@
 """Dataset adapters: read an official annotation layout into a `DatasetIndex`.
 
-Formats (DESIGN.md section 4):
+Formats (docs/DATA.md):
 * diving48: `Diving48_V2_train.json`, `Diving48_V2_test.json` (optional), `Diving48_vocab.json` in
   the annotation folder (default: root); videos `root/rgb/<vid_name>.mp4`. Class names join the
   vocab parts: "Back_15som_05Twis_FREE". The JSON `start_frame`/`end_frame` are read as the
@@ -157,8 +157,16 @@ def _diving48_entries(path: Path, subset: str, num_classes: int) -> list[VideoEn
         start, end = _as_int(item.get("start_frame", 0)), _as_int(item.get("end_frame", -1))
         if start is None or end is None or start < 0 or (end != -1 and end < start):
             raise FgarError(f"{where}: bad frame range {item.get('start_frame')!r}..{item.get('end_frame')!r}")
-        entries.append(VideoEntry(id=item["vid_name"], path=f"rgb/{item['vid_name']}.mp4", label=label,
-                                  start_frame=start, end_frame=end, subset=subset))
+        entries.append(
+            VideoEntry(
+                id=item["vid_name"],
+                path=f"rgb/{item['vid_name']}.mp4",
+                label=label,
+                start_frame=start,
+                end_frame=end,
+                subset=subset,
+            )
+        )
     return entries
 
 
@@ -195,8 +203,9 @@ def _finegym_lists(root: Path, annotations: list[Path]) -> list[Path]:
     folder = annotations[0] if annotations else root
     found = [folder / n for n in ("gym99_train_element_v1.0.txt", "gym99_val_element.txt") if (folder / n).is_file()]
     if not found:
-        raise FgarError(f"{folder}: no FineGym element list found (gym99_train_element_v1.0.txt); "
-                        "pass one with --annotations")
+        raise FgarError(
+            f"{folder}: no FineGym element list found (gym99_train_element_v1.0.txt); pass one with --annotations"
+        )
     return found
 
 
@@ -265,15 +274,23 @@ def read_finediving(root: Path, ann_dir: Path) -> DatasetIndex:
             event, idx = key[0], int(key[1])
             if (event, idx) not in action_of:
                 raise FgarError(f"{path}: entry {i} ({event!r}, {idx}) has no annotation in {ann_path.name}")
-            entries.append(VideoEntry(id=f"{event}/{idx}", path=f"{event}/{idx}",
-                                      label=class_id[action_of[(event, idx)]], subset=subset))
+            entries.append(
+                VideoEntry(
+                    id=f"{event}/{idx}", path=f"{event}/{idx}", label=class_id[action_of[(event, idx)]], subset=subset
+                )
+            )
     return DatasetIndex(format="finediving", root=str(root), class_names=class_names, entries=entries)
 
 
 def _is_finediving_key(key: Any) -> bool:
     # numpy integers register as numbers.Integral, so an idx stored as np.int64 passes too
-    return (isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str)
-            and isinstance(key[1], numbers.Integral) and not isinstance(key[1], bool))
+    return (
+        isinstance(key, tuple)
+        and len(key) == 2
+        and isinstance(key[0], str)
+        and isinstance(key[1], numbers.Integral)
+        and not isinstance(key[1], bool)
+    )
 
 
 # --------------------------------------------------------------------------- lists and CSV
@@ -347,8 +364,9 @@ def _read_csv(path: Path) -> list[tuple[str, str, str, str]]:
     col = {name: i for i, name in enumerate(header)}
     path_col = next((c for c in _CSV_PATH_COLUMNS if c in col), None)
     if path_col is None and not all(c in col for c in ("youtube_id", "time_start", "time_end")):
-        raise FgarError(f"{path}: CSV header needs a path column ({', '.join(_CSV_PATH_COLUMNS)}) "
-                        "or youtube_id,time_start,time_end")
+        raise FgarError(
+            f"{path}: CSV header needs a path column ({', '.join(_CSV_PATH_COLUMNS)}) or youtube_id,time_start,time_end"
+        )
     rows = []
     for n, r in table[1:]:
         if len(r) != len(header):
@@ -363,8 +381,9 @@ def _read_csv(path: Path) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def _csv_row(path: Path, line_no: int, row: list[str], path_col: int, label_col: int,
-             subset: str) -> tuple[str, str, str, str]:
+def _csv_row(
+    path: Path, line_no: int, row: list[str], path_col: int, label_col: int, subset: str
+) -> tuple[str, str, str, str]:
     video, label = row[path_col].strip(), row[label_col].strip()
     if len(row) < 2 or not video or not label:
         raise FgarError(f"{path}: line {line_no}: expected a video path and a label")
@@ -387,8 +406,10 @@ def _classes_from_labels(rows: list[tuple[str, str, str, str]]) -> list[str]:
         return [str(i) for i in range(max(i for i in ids if i is not None) + 1)]
     numeric = next((r for r in rows if _as_int(r[2]) is not None), None)
     if numeric is not None:
-        raise FgarError(f"{numeric[0]}: label '{numeric[2]}' is a class id, but other labels are class names "
-                        "(pass --classes to map ids to names)")
+        raise FgarError(
+            f"{numeric[0]}: label '{numeric[2]}' is a class id, but other labels are class names "
+            "(pass --classes to map ids to names)"
+        )
     return sorted({raw for _, _, raw, _ in rows})
 
 
@@ -439,7 +460,7 @@ def _count_one(path: str) -> tuple[int, str]:
         return count_frames(path), ""
     except FgarError as exc:
         reason = str(exc)
-        return -1, reason[len(path) + 2:] if reason.startswith(f"{path}: ") else reason
+        return -1, reason[len(path) + 2 :] if reason.startswith(f"{path}: ") else reason
 
 
 def measure_entries(index: DatasetIndex, on_done: Callable[[VideoEntry], None] | None = None) -> DatasetIndex:
@@ -463,6 +484,6 @@ def measure_entries(index: DatasetIndex, on_done: Callable[[VideoEntry], None] |
             skipped.append({"path": path, "reason": f"no decodable frames in {asked} ({total} decodable)"})
             continue
         kept.append(replace(entry, end_frame=end, num_frames=end - entry.start_frame))
-    return DatasetIndex(format=index.format, root=index.root, class_names=index.class_names,
-                        entries=kept, skipped=skipped)
-
+    return DatasetIndex(
+        format=index.format, root=index.root, class_names=index.class_names, entries=kept, skipped=skipped
+    )

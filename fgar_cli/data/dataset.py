@@ -1,6 +1,6 @@
 """The torch Dataset of clips every training and evaluation stage reads.
 
-`ClipDataset(index, entries, num_frames, size, mode)` yields dicts:
+`ClipDataset(index, entries, clip, mode)` yields dicts (`clip` is a `ClipConfig`: frames, crop size, flips):
 * mode "train": `video` (T, 3, S, S), random segment frames, random crop and flip;
 * mode "test": `video` (T, 3, S, S), centre frames and centre crop, or (V, T, 3, S, S) with
   `num_views` V > 1 (view v offsets within segments, see `segment_indices`);
@@ -15,7 +15,7 @@ item position), so samples do not depend on worker count or order, and a run res
 (call `set_epoch(e)` before each epoch) draws exactly the samples the original run drew. The
 epoch lives in shared memory, so persistent DataLoader workers see `set_epoch` too.
 
-Bad videos: a missing, empty, truncated, undecodable or too-short video makes `__getitem__`
+Bad videos: a missing, empty, truncated or undecodable video (or an empty frame range) makes `__getitem__`
 return None, logs one warning for that video and marks it; later reads of a marked video return
 None without trying again. `collate_skip_none` drops the Nones from a batch. The marks live in a
 shared-memory tensor, so `num_skipped` and `skipped_ids()` count videos skipped in DataLoader
@@ -27,22 +27,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from fgar_cli.config import ClipConfig
 from fgar_cli.data.index import DatasetIndex, VideoEntry
 from fgar_cli.data.sampling import gitdl_indices, segment_indices
-from fgar_cli.data.transforms import KINETICS_MEAN, KINETICS_STD, ClipTransform
+from fgar_cli.data.transforms import ClipTransform
 from fgar_cli.data.video import VideoDecodeError, count_frames, read_frames
 from fgar_cli.errors import FgarError
 
-Mode = Literal["train", "test", "gitdl"]
-
 log = logging.getLogger(__name__)
+
+
+class ClipMode(StrEnum):
+    TRAIN = "train"  # random frames per segment, random crop and flip
+    TEST = "test"  # centre frames (or several views), centre crop
+    GITDL = "gitdl"  # a global and a local clip of one video, for GITDL pretraining
 
 
 class ClipDataset(Dataset):
@@ -50,40 +56,28 @@ class ClipDataset(Dataset):
         self,
         index: DatasetIndex,
         entries: list[VideoEntry],
-        num_frames: int,
-        size: int,
-        mode: Mode,
+        clip: ClipConfig,
+        mode: ClipMode,
         num_views: int = 1,
         labels: dict[str, int] | None = None,
         seed: int = 0,
-        *,
-        min_frames: int = 1,
-        mean: tuple[float, float, float] = KINETICS_MEAN,
-        std: tuple[float, float, float] = KINETICS_STD,
-        bgr: bool = False,
-        resize: int | None = None,
-        flip: bool = True,
     ) -> None:
-        if mode not in ("train", "test", "gitdl"):
-            raise FgarError(f"unknown clip mode '{mode}' (use train, test or gitdl)")
-        if num_frames < 1 or size < 1 or min_frames < 1:
-            raise FgarError(f"num_frames, size and min_frames must be >= 1 (got {num_frames}, {size}, {min_frames})")
-        if resize is not None and resize < size:
-            raise FgarError(f"resize {resize} is smaller than the crop size {size}")
-        if num_views < 1 or (num_views > 1 and mode != "test"):
+        try:
+            mode = ClipMode(mode)
+        except ValueError:
+            raise FgarError(f"unknown clip mode '{mode}' (use train, test or gitdl)") from None
+        if num_views < 1 or (num_views > 1 and mode != ClipMode.TEST):
             raise FgarError(f"num_views {num_views}: several views are for test mode only")
         self.index = index
         self.entries = entries
-        self.num_frames = num_frames
+        self.num_frames = clip.num_frames
         self.mode = mode
         self.num_views = num_views
         self.labels = labels
         self.seed = seed
-        self.min_frames = min_frames
         # Shared memory, so set_epoch in the parent reaches persistent DataLoader workers too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
-        augment = mode != "test"
-        self.transform = ClipTransform(size, train=augment, resize=resize, mean=mean, std=std, bgr=bgr, flip=flip)
+        self.transform = ClipTransform(clip.size, train=mode != ClipMode.TEST, flip=clip.hflip)
         # 1 marks a video that failed; shared memory so DataLoader workers' marks reach the parent.
         self._bad = torch.zeros(len(entries), dtype=torch.uint8).share_memory_()
         self.skip_reasons: dict[str, str] = {}
@@ -117,16 +111,20 @@ class ClipDataset(Dataset):
         except VideoDecodeError as exc:
             self._skip(i, entry, str(exc))
             return None
-        label = entry.label if self.labels is None else self.labels.get(entry.id, entry.label)
-        item.update(label=int(label), index=i, id=entry.id)
+        item.update(label=self.label(i), index=i, id=entry.id)
         return item
+
+    def label(self, i: int) -> int:
+        """The label of item i: `labels[id]` where given (e.g. a pseudo-label), else the index's."""
+        entry = self.entries[i]
+        return int(entry.label if self.labels is None else self.labels.get(entry.id, entry.label))
 
     def _load(self, i: int, entry: VideoEntry, rng: np.random.Generator) -> dict[str, Any]:
         path = self.index.resolve(entry)
         start, end, total = self._frame_range(i, entry)
-        if end - start < self.min_frames:
-            raise VideoDecodeError(f"{path}: too short: {max(end - start, 0)} frames, min_frames is {self.min_frames}")
-        if self.mode == "gitdl":
+        if end <= start:
+            raise VideoDecodeError(f"{path}: no frame in the range [{start}, {end})")
+        if self.mode == ClipMode.GITDL:
             global_idx, local_idx = gitdl_indices(start, end, self.num_frames, rng)
             frames = _read(path, [global_idx, local_idx], total)
             return {
@@ -135,7 +133,7 @@ class ClipDataset(Dataset):
                 "global_t": torch.from_numpy(global_idx.astype(np.float32)),
                 "local_t": torch.from_numpy(local_idx.astype(np.float32)),
             }
-        if self.mode == "train":
+        if self.mode == ClipMode.TRAIN:
             clip = _read(path, [segment_indices(start, end, self.num_frames, True, rng)], total)[0]
             return {"video": self.transform(clip, rng)}
         views = [

@@ -5,7 +5,7 @@ An index file is a JSON object:
      "class_names": [...], "entries": [{"id", "path", "label", "start_frame", "end_frame",
      "num_frames", "subset"}, ...], "skipped": [{"path", "reason"}, ...]}
 `path` is absolute, or relative to `root`. `end_frame` is exclusive. `num_frames` is the count
-of frames that actually decode (container headers lie; see DESIGN.md section 6). `subset` is
+of frames that actually decode (container headers lie; docs/DATA.md). `subset` is
 "train" or "test" where the dataset defines them, else "train".
 """
 

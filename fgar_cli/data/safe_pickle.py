@@ -32,11 +32,11 @@ _OTHER = {("_codecs", "encode")}
 
 def _numpy_names(module: str) -> tuple[str, str]:
     """(the `numpy.core` spelling used in the allow-list, the spelling this numpy imports)."""
-    canonical = "numpy.core" + module[len("numpy._core"):] if module.startswith("numpy._core") else module
+    canonical = "numpy.core" + module[len("numpy._core") :] if module.startswith("numpy._core") else module
     import numpy as np
 
     if canonical.startswith("numpy.core") and int(np.__version__.split(".")[0]) >= 2:
-        return canonical, "numpy._core" + canonical[len("numpy.core"):]
+        return canonical, "numpy._core" + canonical[len("numpy.core") :]
     return canonical, canonical
 
 
@@ -71,7 +71,15 @@ def load_pickle(path: str | Path) -> Any:
             return _RestrictedUnpickler(f, p).load()
         except FgarError:
             raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-                KeyError, UnicodeDecodeError) as exc:
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            KeyError,
+            UnicodeDecodeError,
+        ) as exc:
             first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise FgarError(f"{p}: not a readable pickle ({first})") from None

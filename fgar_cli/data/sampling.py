@@ -51,7 +51,7 @@ def segment_indices(
 def gitdl_indices(
     start: int, end: int, num_frames_clip: int, rng: np.random.Generator | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Global and local clips for GITDL pretraining (DESIGN.md section 1, our interpretation).
+    """Global and local clips for GITDL pretraining (our interpretation; docs/METHOD.md, L_GITDL).
 
     Global: `num_frames_clip` frames at stride 2, covering 2T frames at a random place.
     Local: T consecutive frames at a random place inside the global clip's span. Both are

@@ -1,6 +1,6 @@
 """Label splits: which training videos are labeled, which are unlabeled, which are for testing.
 
-Protocol (DESIGN.md section 4, paper Sec. 4): for each class with n training videos, the first
+Protocol (docs/DATA.md, paper Sec. 4): for each class with n training videos, the first
 max(1, round(fraction * n)) of them in a seeded order are labeled (round half up, at most n);
 unlabeled = train minus labeled; test = the test subset. Seeds 0, 1, 2 are the paper's three
 splits. With `num_known_classes=K` (open world, paper Table 4) K classes are picked by the seed; only
@@ -60,8 +60,9 @@ def choose_known_classes(index: DatasetIndex, count: int, seed: int) -> list[int
     """`count` classes that have training videos, picked by the seed; returned sorted."""
     present = sorted({e.label for e in index.subset("train")})
     if not 1 <= count <= len(present):
-        raise FgarError(f"--known-classes {count}: must be between 1 and {len(present)} "
-                        "(the classes with training videos)")
+        raise FgarError(
+            f"--known-classes {count}: must be between 1 and {len(present)} (the classes with training videos)"
+        )
     return sorted(sorted(present, key=lambda c: _order_key(seed, f"class:{c}"))[:count])
 
 
@@ -110,8 +111,10 @@ def load_split(path: str | Path) -> Split:
     if not isinstance(data, dict) or data.get("schema") != SPLIT_SCHEMA:
         raise FgarError(f"{path}: not an fgar split file (expected schema '{SPLIT_SCHEMA}')")
     if data.get("schema_version") != SPLIT_VERSION:
-        raise FgarError(f"{path}: split schema_version {data.get('schema_version')} is not supported "
-                        f"(this fgar reads {SPLIT_VERSION})")
+        raise FgarError(
+            f"{path}: split schema_version {data.get('schema_version')} is not supported "
+            f"(this fgar reads {SPLIT_VERSION})"
+        )
     for key in ("labeled", "unlabeled", "test"):
         value = data.get(key)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -123,9 +126,16 @@ def load_split(path: str | Path) -> Split:
         raise FgarError(f"{path}: 'seed' must be an integer, got {seed!r}")
     if known is not None and not (isinstance(known, list) and all(type(c) is int for c in known)):
         raise FgarError(f"{path}: 'known_classes' must be null or a list of class ids")
-    split = Split(index=str(data.get("index", "")), index_sha256=str(data.get("index_sha256", "")),
-                  fraction=float(fraction), seed=seed, known_classes=known, labeled=data["labeled"],
-                  unlabeled=data["unlabeled"], test=data["test"])
+    split = Split(
+        index=str(data.get("index", "")),
+        index_sha256=str(data.get("index_sha256", "")),
+        fraction=float(fraction),
+        seed=seed,
+        known_classes=known,
+        labeled=data["labeled"],
+        unlabeled=data["unlabeled"],
+        test=data["test"],
+    )
     _check_disjoint(split, path)
     return split
 
@@ -135,8 +145,11 @@ def _check_disjoint(split: Split, path: str | Path) -> None:
     for name in ("labeled", "unlabeled", "test"):
         for vid in getattr(split, name):
             if vid in seen:
-                raise FgarError(f"{path}: video '{vid}' is in both '{seen[vid]}' and '{name}'"
-                                if seen[vid] != name else f"{path}: video '{vid}' appears twice in '{name}'")
+                raise FgarError(
+                    f"{path}: video '{vid}' is in both '{seen[vid]}' and '{name}'"
+                    if seen[vid] != name
+                    else f"{path}: video '{vid}' appears twice in '{name}'"
+                )
             seen[vid] = name
 
 
@@ -147,8 +160,10 @@ def check_split(split: Split, index: DatasetIndex, split_path: str | Path = "spl
         ids = getattr(split, name)
         missing = [v for v in ids if v not in by_id]
         if missing:
-            raise FgarError(f"{split_path}: {len(missing)} '{name}' ids are not in the index "
-                            f"(first: '{missing[0]}'); was the split made from another index?")
+            raise FgarError(
+                f"{split_path}: {len(missing)} '{name}' ids are not in the index "
+                f"(first: '{missing[0]}'); was the split made from another index?"
+            )
     known = set(split.known_classes) if split.known_classes is not None else None
     if known is not None:
         wrong = next((v for v in split.labeled if by_id[v].label not in known), None)

@@ -122,12 +122,42 @@ ATTRIBUTE_NAMES = ("takeoff", "somersault", "twist", "flight_position")
 # classes have a sibling one attribute away (fine-grained pairs). The first 12 use every level
 # equally often and each has such a sibling. Kept literal so that labels never change.
 CLASS_ORDER: tuple[tuple[int, int, int, int], ...] = (
-    (0, 0, 0, 0), (1, 1, 2, 2), (1, 1, 2, 0), (0, 0, 0, 2), (0, 1, 1, 1), (1, 0, 1, 1),
-    (1, 0, 0, 1), (0, 1, 2, 1), (1, 1, 1, 0), (0, 0, 1, 2), (0, 0, 2, 0), (1, 1, 0, 2),
-    (1, 0, 2, 1), (0, 1, 0, 0), (0, 1, 1, 2), (1, 0, 1, 0), (0, 0, 2, 2), (1, 1, 0, 1),
-    (0, 1, 1, 0), (1, 0, 0, 2), (0, 0, 2, 1), (1, 1, 1, 2), (1, 0, 2, 0), (0, 1, 0, 1),
-    (1, 0, 0, 0), (0, 1, 2, 2), (0, 0, 1, 1), (1, 1, 2, 1), (1, 0, 1, 2), (1, 1, 0, 0),
-    (0, 1, 2, 0), (0, 0, 0, 1), (0, 0, 1, 0), (1, 1, 1, 1), (1, 0, 2, 2), (0, 1, 0, 2),
+    (0, 0, 0, 0),
+    (1, 1, 2, 2),
+    (1, 1, 2, 0),
+    (0, 0, 0, 2),
+    (0, 1, 1, 1),
+    (1, 0, 1, 1),
+    (1, 0, 0, 1),
+    (0, 1, 2, 1),
+    (1, 1, 1, 0),
+    (0, 0, 1, 2),
+    (0, 0, 2, 0),
+    (1, 1, 0, 2),
+    (1, 0, 2, 1),
+    (0, 1, 0, 0),
+    (0, 1, 1, 2),
+    (1, 0, 1, 0),
+    (0, 0, 2, 2),
+    (1, 1, 0, 1),
+    (0, 1, 1, 0),
+    (1, 0, 0, 2),
+    (0, 0, 2, 1),
+    (1, 1, 1, 2),
+    (1, 0, 2, 0),
+    (0, 1, 0, 1),
+    (1, 0, 0, 0),
+    (0, 1, 2, 2),
+    (0, 0, 1, 1),
+    (1, 1, 2, 1),
+    (1, 0, 1, 2),
+    (1, 1, 0, 0),
+    (0, 1, 2, 0),
+    (0, 0, 0, 1),
+    (0, 0, 1, 0),
+    (1, 1, 1, 1),
+    (1, 0, 2, 2),
+    (0, 1, 0, 2),
 )
 MAX_CLASSES = len(CLASS_ORDER)
 
@@ -360,13 +390,6 @@ class Camera:
         sy = ((y - self.centre[1]) * self.scale + 0.5 + self.shift[1]) * self.size
         return sx, sy
 
-    def world_grid(self) -> tuple[np.ndarray, np.ndarray]:
-        """World coordinates of every pixel centre, (H, W) each."""
-        p = (np.arange(self.size, dtype=np.float32) + 0.5) / self.size
-        wx = (p - 0.5 - self.shift[0]) / self.scale + self.centre[0]
-        wy = (p - 0.5 - self.shift[1]) / self.scale + self.centre[1]
-        return np.meshgrid(wx, wy)
-
 
 def camera_at(spec: DiveSpec, t: float, size: int) -> Camera:
     """A camera that follows the diver (broadcast style), lagging, and stops at the surface."""
@@ -421,9 +444,10 @@ def background_frames(cameras: list[Camera]) -> np.ndarray:
         ix, iy = int(ox), int(oy)
         fx, fy = np.float32(ox - ix), np.float32(oy - iy)
         top = canvas[iy : iy + size, ix : ix + size] * (1 - fx) + canvas[iy : iy + size, ix + 1 : ix + size + 1] * fx
-        bottom = canvas[iy + 1 : iy + size + 1, ix : ix + size] * (1 - fx) + canvas[
-            iy + 1 : iy + size + 1, ix + 1 : ix + size + 1
-        ] * fx
+        bottom = (
+            canvas[iy + 1 : iy + size + 1, ix : ix + size] * (1 - fx)
+            + canvas[iy + 1 : iy + size + 1, ix + 1 : ix + size + 1] * fx
+        )
         frames[k] = top * (1 - fy) + bottom * fy
     return frames
 
@@ -448,8 +472,12 @@ def _figure_parts(pose: Pose, build: float) -> list[tuple[tuple[float, float], t
 
 
 def _draw_capsule(
-    img: np.ndarray, water: np.ndarray | None, a: tuple[float, float], b: tuple[float, float],
-    radius: float, color: np.ndarray,
+    img: np.ndarray,
+    water: np.ndarray | None,
+    a: tuple[float, float],
+    b: tuple[float, float],
+    radius: float,
+    color: np.ndarray,
 ) -> None:
     """Paint an anti-aliased capsule (pixel units) onto img in place, inside its bounding box;
     where `water` (the under-water fraction per pixel) is given, the part under water is faint."""
@@ -603,8 +631,15 @@ def generate(
     out = Path(out_dir)
     _prepare_out_dir(out, overwrite)
     started = time.perf_counter()
-    settings = {"seed": seed, "classes": classes, "videos_per_class": videos_per_class, "frames": frames,
-                "size": size, "test_fraction": test_fraction, "fps": FPS}
+    settings = {
+        "seed": seed,
+        "classes": classes,
+        "videos_per_class": videos_per_class,
+        "frames": frames,
+        "size": size,
+        "test_fraction": test_fraction,
+        "fps": FPS,
+    }
     # Written first as well, so a folder left by a killed run is recognised by --overwrite.
     _write_meta(out, settings, records=None)
     n_test = _test_count(videos_per_class, test_fraction)
@@ -621,8 +656,14 @@ def generate(
         write_mp4(out / VIDEO_DIR / f"{name}.mp4", render_video(spec, size, seed, index))
         entry = {"vid_name": name, "label": label, "start_frame": spec.start_frame, "end_frame": spec.num_frames}
         (test if index < n_test else train).append(entry)
-        records.append({"vid_name": name, "subset": "test" if index < n_test else "train",
-                        "phases": phase_frames(spec), **_spec_record(spec)})
+        records.append(
+            {
+                "vid_name": name,
+                "subset": "test" if index < n_test else "train",
+                "phases": phase_frames(spec),
+                **_spec_record(spec),
+            }
+        )
         if progress is not None:
             progress(v + 1, total)
     by_name = operator.itemgetter("vid_name")
@@ -632,19 +673,33 @@ def generate(
     _write_meta(out, settings, sorted(records, key=by_name))
     lengths = [r["num_frames"] for r in records]
     return SynthSummary(
-        out_dir=str(out), seed=seed, classes=classes, videos=total, train=len(train), test=len(test),
-        frames_min=min(lengths), frames_max=max(lengths), size=size,
+        out_dir=str(out),
+        seed=seed,
+        classes=classes,
+        videos=total,
+        train=len(train),
+        test=len(test),
+        frames_min=min(lengths),
+        frames_max=max(lengths),
+        size=size,
         seconds=time.perf_counter() - started,
     )
 
 
 def _write_meta(out: Path, settings: dict[str, Any], records: list[dict[str, Any]] | None) -> None:
     """synth_meta.json: settings, attribute lists and, once complete, each video's parameters."""
-    atomic_write_json(out / META_JSON, {
-        "schema": META_SCHEMA, "schema_version": META_VERSION, "created_by": f"fgar {__version__}",
-        "complete": records is not None, "settings": settings,
-        "attributes": dict(zip(ATTRIBUTE_NAMES, ATTRIBUTES, strict=True)), "videos": records or [],
-    })
+    atomic_write_json(
+        out / META_JSON,
+        {
+            "schema": META_SCHEMA,
+            "schema_version": META_VERSION,
+            "created_by": f"fgar {__version__}",
+            "complete": records is not None,
+            "settings": settings,
+            "attributes": dict(zip(ATTRIBUTE_NAMES, ATTRIBUTES, strict=True)),
+            "videos": records or [],
+        },
+    )
 
 
 def _spec_record(spec: DiveSpec) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Resize the short side to `resize` (default round(size * 8 / 7), the usual 256 -> 224 ratio), crop
 S x S (random in training, centre in testing), flip horizontally with probability 1/2 in
-training, scale to [0, 1], optionally reorder RGB -> BGR, then normalise with mean/std. The same
+training, scale to [0, 1], then normalise with mean/std. (Weights that expect BGR input are the
+model's business: `ActionEncoderConfig.bgr`.) The same
 crop and flip apply to every frame of a clip. Randomness comes from a numpy Generator passed per
 call, so a dataset seeded per (seed, epoch, item) reproduces its samples exactly.
 
@@ -24,8 +25,6 @@ import torch.nn.functional as F
 # torchvision's Kinetics-400 video models (r2plus1d_18, r3d_18) were trained with these.
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -33,9 +32,8 @@ class ClipTransform:
     size: int
     train: bool
     resize: int | None = None  # short side before cropping; None: round(size * 8 / 7)
-    mean: tuple[float, float, float] = KINETICS_MEAN  # in the output channel order
+    mean: tuple[float, float, float] = KINETICS_MEAN
     std: tuple[float, float, float] = KINETICS_STD
-    bgr: bool = False  # output channels B, G, R (for weights trained on BGR input)
     flip: bool = True  # random horizontal flip in training
 
     def __post_init__(self) -> None:
@@ -58,8 +56,6 @@ class ClipTransform:
         clip = clip[:, top : top + self.size, left : left + self.size]
         if self.train and self.flip and rng is not None and rng.random() < 0.5:
             clip = clip[:, :, ::-1]
-        if self.bgr:
-            clip = clip[..., ::-1]
         return normalize(clip, self.mean, self.std)
 
 

@@ -18,7 +18,7 @@ default):
   an open or decode error, or its frame count disagrees with the count that decodes).
 `last_backend` names the backend that served the latest `read_frames` call in this process.
 
-decord rules (DESIGN.md section 6): torch is imported before decord (segfaults otherwise); a
+decord rules (docs/DATA.md, "Video reading"): torch is imported before decord (segfaults otherwise); a
 reader is created per call, inside the DataLoader worker, with num_threads=1, and released
 before returning (memory grows across get_batch calls otherwise). decord is used only for
 codecs in DECORD_CODECS: the project's issue reports decord 0.6 failing on VP9-in-MP4. (The

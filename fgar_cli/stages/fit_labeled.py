@@ -12,189 +12,72 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from fgar_cli.artifacts import atomic_copy, load_checkpoint
-from fgar_cli.config import FitLabeledConfig
+from fgar_cli.checkpoints import CheckpointRecord, load_alignability_weights
+from fgar_cli.config import ActionRecipe, AlignabilityRecipe, FitLabeledConfig
+from fgar_cli.data.batches import Stream
+from fgar_cli.data.dataset import ClipMode
+from fgar_cli.data.run_data import load_run_data
 from fgar_cli.errors import FgarError
 from fgar_cli.models import (
+    AlignabilityEncoder,
+    alignability_config_for,
     build_action_encoder,
     build_alignability_encoder,
-    build_model_from_checkpoint,
 )
-from fgar_cli.stages.common import (
-    ClassBalancedBatches,
-    StageData,
-    clip_dataset,
-    console,
-    epoch_seed,
-    load_stage_data,
-    make_loader,
-    resolve_device,
-    run_epochs,
-    seed_everything,
-)
-from fgar_cli.stages.pretrain import alignability_arch_args
-from fgar_cli.training import train_action_epoch, train_alignability_epoch
-
-
-def stored_config(cfg: Any, data: StageData) -> dict[str, Any]:
-    """The resolved config with absolute data paths, so later stages find the data from anywhere."""
-    return {**cfg.model_dump(), "index": data.index_path, "split": data.split_path}
-
-
-def fit_action_encoder(
-    model: nn.Module,
-    data: StageData,
-    ids: list[str],
-    labels: dict[str, int],
-    clip: dict[str, Any],
-    epochs: int,
-    lr: float,
-    weight_decay: float,
-    batch_size: int,
-    seed: int,
-    device: torch.device,
-    last_path: Path,
-    resume: bool,
-    payload: dict[str, Any],
-    what: str,
-) -> list[dict[str, float]]:
-    """Cross-entropy training of f_E on `ids` with `labels` (Eq. 6); a checkpoint every epoch."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
-    dataset = clip_dataset(data, ids, clip, mode="train", labels=labels, seed=seed)
-
-    def train_epoch(epoch: int) -> dict[str, float]:
-        torch.manual_seed(epoch_seed(seed, 3, epoch))
-        dataset.set_epoch(epoch)
-        loader = make_loader(dataset, batch_size, True, epoch_seed(seed, 4, epoch), int(clip.get("num_workers", 0)))
-        metrics = train_action_epoch(model, loader, optimizer, device, f"{what} {epoch}/{epochs}", last_path)
-        scheduler.step()
-        return metrics
-
-    return run_epochs(epochs, last_path, resume, train_epoch, model, optimizer, scheduler, payload, kind="action")
-
-
-def fit_alignability_encoder(
-    model: nn.Module,
-    data: StageData,
-    ids: list[str],
-    labels: dict[str, int],
-    clip: dict[str, Any],
-    loss: dict[str, Any],
-    epochs: int,
-    lr: float,
-    weight_decay: float,
-    seed: int,
-    device: torch.device,
-    last_path: Path,
-    resume: bool,
-    payload: dict[str, Any],
-    what: str,
-) -> list[dict[str, float]]:
-    """L_AV training of f_A (Eq. 5) on P x K class-balanced batches; a checkpoint every epoch."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
-    dataset = clip_dataset(data, ids, clip, mode="train", labels=labels, seed=seed)
-    sampler = ClassBalancedBatches([labels[i] for i in ids], loss["classes_per_batch"], loss["clips_per_class"], seed)
-
-    def train_epoch(epoch: int) -> dict[str, float]:
-        torch.manual_seed(epoch_seed(seed, 5, epoch))
-        dataset.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        loader = make_loader(dataset, 0, False, seed, int(clip.get("num_workers", 0)), batch_sampler=sampler)
-        metrics = train_alignability_epoch(
-            model,
-            loader,
-            optimizer,
-            device,
-            loss["gamma"],
-            loss["margin"],
-            loss["omega"],
-            f"{what} {epoch}/{epochs}",
-            last_path,
-        )
-        scheduler.step()
-        return metrics
-
-    return run_epochs(epochs, last_path, resume, train_epoch, model, optimizer, scheduler, payload, kind="alignability")
-
-
-def initial_alignability_encoder(cfg: FitLabeledConfig) -> nn.Module:
-    """f_A from the GITDL checkpoint when given (its architecture wins), else a fresh one."""
-    if cfg.init_a:
-        ckpt = load_checkpoint(cfg.init_a, kind="alignability")
-        console.print(f"f_A initialised from {cfg.init_a}")
-        return build_model_from_checkpoint(ckpt)
-    return build_alignability_encoder(**alignability_arch_args(cfg))
+from fgar_cli.progress import console
+from fgar_cli.runtime import epoch_seed, resolve_device, seed_everything
+from fgar_cli.training import EncoderTrainer
 
 
 def fit_labeled(cfg: FitLabeledConfig) -> dict[str, Any]:
-    seed_everything(cfg.seed)
-    data = load_stage_data(cfg.index, cfg.split)
+    seed_everything(cfg.run.seed)
+    data = load_run_data(cfg.data)
     ids = data.split.labeled
     if not ids:
-        raise FgarError(f"{cfg.split}: the labeled split is empty")
-    labels = {i: data.label_of[i] for i in ids}
+        raise FgarError(f"{cfg.data.split}: the labeled split is empty")
+    labels = data.labels(ids)
     if min(labels.values()) < 0:
-        raise FgarError(f"{cfg.split}: labeled clips must belong to the known classes")
-    device = resolve_device(cfg.device)
+        raise FgarError(f"{cfg.data.split}: labeled clips must belong to the known classes")
+    device = resolve_device(cfg.run.device)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    clip = cfg.model_dump()
-    payload = {"class_names": data.class_names, "config": stored_config(cfg, data), "round": 0}
-    summary: dict[str, Any] = {"labeled_clips": len(ids), "classes": data.num_classes}
+    config = cfg.model_copy(update={"data": data.paths})  # absolute paths, so later stages find the data
+    trainer = EncoderTrainer(device, cfg.run.seed, cfg.resume, cfg.run.num_workers)
+    dataset = data.clips(ids, cfg.clip, ClipMode.TRAIN, labels, seed=cfg.run.seed)
 
-    if (out / "E.pt").exists() and cfg.resume:
-        console.print(f"{out / 'E.pt'} is complete; skipping f_E")
-    else:
-        model_e = build_action_encoder(
-            cfg.arch_e, data.num_classes, init=cfg.init_e, channel_order="bgr" if cfg.bgr else "rgb"
-        ).to(device)
-        history = fit_action_encoder(
-            model_e,
-            data,
-            ids,
-            labels,
-            clip,
-            cfg.epochs_e,
-            cfg.lr_e,
-            cfg.weight_decay,
-            cfg.batch_size,
-            cfg.seed,
-            device,
-            out / "E_last.pt",
-            cfg.resume,
-            payload,
-            "f_E labeled",
-        )
-        atomic_copy(out / "E_last.pt", out / "E.pt")
-        summary["f_E"] = history[-1] if history else {}
+    model_e = build_action_encoder(cfg.action, data.num_classes, init=cfg.init_e).to(device)
+    recipe_e = ActionRecipe(data=data.paths, clip=cfg.clip, training=cfg.action_training)
+    record_e = CheckpointRecord(data.class_names, recipe_e, config, {"round": 0})
+    history_e = trainer.action(model_e, dataset, recipe_e.training, out / "E.pt", record_e, "f_E labeled")
 
-    if (out / "A.pt").exists() and cfg.resume:
-        console.print(f"{out / 'A.pt'} is complete; skipping f_A")
-    else:
-        model_a = initial_alignability_encoder(cfg).to(device)
-        loss = cfg.model_dump(include={"gamma", "margin", "omega", "classes_per_batch", "clips_per_class"})
-        history = fit_alignability_encoder(
-            model_a,
-            data,
-            ids,
-            labels,
-            clip,
-            loss,
-            cfg.epochs_a,
-            cfg.lr_a,
-            cfg.weight_decay,
-            cfg.seed,
-            device,
-            out / "A_last.pt",
-            cfg.resume,
-            payload,
-            "f_A labeled",
-        )
-        atomic_copy(out / "A_last.pt", out / "A.pt")
-        summary["f_A"] = history[-1] if history else {}
-    summary.update({"ckpt_e": str(out / "E.pt"), "ckpt_a": str(out / "A.pt")})
-    return summary
+    model_a = initial_alignability_encoder(cfg).to(device)
+    recipe_a = AlignabilityRecipe(
+        data=data.paths, clip=cfg.clip, training=cfg.alignability_training, loss=cfg.alignability_loss
+    )
+    record_a = CheckpointRecord(data.class_names, recipe_a, config, {"round": 0})
+    history_a = trainer.alignability(
+        model_a, dataset, recipe_a.training, recipe_a.loss, out / "A.pt", record_a, "f_A labeled"
+    )
+    return {
+        "labeled_clips": len(ids),
+        "classes": data.num_classes,
+        "f_E": history_e[-1] if history_e else {},
+        "f_A": history_a[-1] if history_a else {},
+        "ckpt_e": str(out / "E.pt"),
+        "ckpt_a": str(out / "A.pt"),
+    }
+
+
+def initial_alignability_encoder(cfg: FitLabeledConfig) -> AlignabilityEncoder:
+    """f_A from the GITDL checkpoint when given (its architecture wins), else a fresh one.
+
+    A fresh f_A draws its initial weights from a seed of its own, so that it is the same whether
+    f_E was trained in this process or, on --resume, loaded finished.
+    """
+    if cfg.init_a:
+        model = load_alignability_weights(cfg.init_a)
+        console.print(f"f_A initialised from {cfg.init_a}")
+        return model
+    torch.manual_seed(epoch_seed(cfg.run.seed, Stream.ALIGNABILITY, 0))
+    return build_alignability_encoder(alignability_config_for(cfg.alignability, cfg.clip.num_frames))

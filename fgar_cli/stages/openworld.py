@@ -7,9 +7,9 @@ pseudo-labeled; the rest goes through FinePseudo self-training. Reported: known-
 pseudo-labels' count and accuracy, and how well novel clips were rejected (precision, recall, and
 the AUROC of max_c S_c as a novelty score).
 
-The threshold, unless given, is calibrated on the labeled set alone: the `novel_quantile` quantile
-of each labeled clip's alignability with the other clips of its own class (leave-one-out). No
-novel clip is needed to set it.
+The threshold, unless given, is calibrated on the labeled set alone: the `quantile` of each labeled
+clip's alignability with the other clips of its own class (leave-one-out). No novel clip is needed
+to set it.
 """
 
 from __future__ import annotations
@@ -21,15 +21,64 @@ import numpy as np
 import torch
 
 from fgar_cli.artifacts import atomic_write_json
+from fgar_cli.checkpoints import Encoders, load_encoders
 from fgar_cli.config import EvaluateConfig, OpenWorldConfig
+from fgar_cli.data.run_data import RunData, load_run_data
 from fgar_cli.errors import FgarError
+from fgar_cli.method.gallery import embed_gallery, pair_logits
+from fgar_cli.method.nonparametric import leave_one_out_class_logits
+from fgar_cli.method.pseudolabels import read_pseudo_labels
 from fgar_cli.metrics import auroc
-from fgar_cli.models import build_model_from_checkpoint
-from fgar_cli.stages.common import data_paths_from_checkpoint, load_stage_data, resolve_device
+from fgar_cli.runtime import resolve_device
 from fgar_cli.stages.evaluate import evaluate
-from fgar_cli.stages.pseudolabel import build_gallery, leave_one_out_class_logits, load_encoders, read_pseudo_labels
 from fgar_cli.stages.selftrain import selftrain
-from fgar_cli.training import alignability_logits
+
+
+def openworld(cfg: OpenWorldConfig) -> dict[str, Any]:
+    encoders = load_encoders(cfg.ckpt_e, cfg.ckpt_a, need_alignability=True)
+    data = load_run_data(encoders.data_paths(cfg.data))
+    if data.split.known_classes is None:
+        raise FgarError(
+            f"{data.paths.split}: not an open-world split; make one with "
+            "`fgar data split --known-classes K` and fit the encoders on it"
+        )
+    threshold = cfg.novelty.threshold
+    if threshold is None:
+        threshold = calibrated_threshold(encoders.to(resolve_device(cfg.run.device)), data, cfg)
+    result = selftrain(cfg, novel_threshold=threshold)
+    out = Path(cfg.out_dir)
+    eval_cfg = EvaluateConfig(
+        ckpt_e=result["ckpt_e"],
+        ckpt_a=result["ckpt_a"],
+        data=cfg.data,
+        classifier=cfg.classifier,
+        run=cfg.run,
+        out_dir=str(out / "eval"),
+    )
+    known = evaluate(eval_cfg)
+    metrics = {
+        "novel_threshold": threshold,
+        "known_classes": len(data.class_names),
+        "known_top1": known["top1"],
+        "known_top1_combined": known.get("combined", {}).get("top1"),
+        "pl_count": result["pl_count"],
+        "pl_accuracy": result["pl_accuracy"],
+        "novel_rejection_round1": novel_rejection(out / "round_1" / "pseudo.h5"),
+        "novel_rejection_last": novel_rejection(out / f"round_{cfg.rounds}" / "pseudo.h5"),
+        "rounds": result["rounds"],
+    }
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def calibrated_threshold(encoders: Encoders, data: RunData, cfg: OpenWorldConfig) -> float:
+    """The novelty threshold from the labeled gallery alone (leave-one-out, see the module notes)."""
+    assert encoders.alignability is not None
+    model_a, gamma = encoders.alignability.model, encoders.alignability.recipe.loss.gamma
+    clip, device = encoders.action.recipe.clip, encoders.device
+    gallery = embed_gallery(model_a, data, clip, device, cfg.run.inference_batch_size)
+    logits = pair_logits(model_a, gallery.embeddings, gallery.embeddings, gamma, device)
+    return leave_one_out_threshold(logits, gallery.labels, cfg.classifier.rho, cfg.novelty.quantile)
 
 
 def leave_one_out_threshold(logits: torch.Tensor, labels: np.ndarray, rho: int, quantile: float) -> float:
@@ -57,50 +106,3 @@ def novel_rejection(pseudo_path: Path) -> dict[str, float]:
         "recall": tp / truth_novel.sum() if truth_novel.any() else float("nan"),
         "auroc": auroc(-np.asarray(pl["max_alignability"], dtype=float), truth_novel),
     }
-
-
-def openworld(cfg: OpenWorldConfig) -> dict[str, Any]:
-    ckpt_a, ckpt_e = load_encoders(cfg.ckpt_a, cfg.ckpt_e, need_a=True)
-    index, split = data_paths_from_checkpoint(ckpt_e, cfg.index, cfg.split)
-    data = load_stage_data(index, split)
-    if data.split.known_classes is None:
-        raise FgarError(
-            f"{data.split_path}: not an open-world split; make one with "
-            "`fgar data split --known-classes K` and fit the encoders on it"
-        )
-    threshold = cfg.novel_threshold
-    if threshold is None:
-        device = resolve_device(cfg.device)
-        model_a = build_model_from_checkpoint(ckpt_a).to(device)
-        gallery = build_gallery(model_a, data, ckpt_e["config"], device, cfg.batch_size)
-        logits = alignability_logits(
-            model_a, gallery.embeddings, gallery.embeddings, float(ckpt_a["config"].get("gamma", 0.1)), device
-        )
-        threshold = leave_one_out_threshold(logits, gallery.labels, cfg.rho, cfg.novel_quantile)
-    result = selftrain(cfg, novel_threshold=threshold)
-    out = Path(cfg.out_dir)
-    eval_cfg = EvaluateConfig(
-        ckpt_e=result["ckpt_e"],
-        ckpt_a=result["ckpt_a"],
-        index=cfg.index,
-        split=cfg.split,
-        device=cfg.device,
-        seed=cfg.seed,
-        out_dir=str(out / "eval"),
-        tau=cfg.tau,
-        rho=cfg.rho,
-    )
-    known = evaluate(eval_cfg)
-    metrics = {
-        "novel_threshold": threshold,
-        "known_classes": len(data.class_names),
-        "known_top1": known["top1"],
-        "known_top1_combined": known.get("combined", {}).get("top1"),
-        "pl_count": result["pl_count"],
-        "pl_accuracy": result["pl_accuracy"],
-        "novel_rejection_round1": novel_rejection(out / "round_1" / "pseudo.h5"),
-        "novel_rejection_last": novel_rejection(out / f"round_{cfg.rounds}" / "pseudo.h5"),
-        "rounds": result["rounds"],
-    }
-    atomic_write_json(out / "metrics.json", metrics)
-    return metrics

@@ -11,90 +11,52 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from fgar_cli.artifacts import atomic_copy
-from fgar_cli.config import PretrainConfig
+from fgar_cli.checkpoints import CheckpointRecord
+from fgar_cli.config import PretrainConfig, PretrainRecipe
+from fgar_cli.data.batches import EpochBatches, Stream
+from fgar_cli.data.dataset import ClipMode
+from fgar_cli.data.run_data import load_run_data
+from fgar_cli.engine import fit, fit_once
 from fgar_cli.errors import FgarError
-from fgar_cli.models import build_alignability_encoder
-from fgar_cli.stages.common import (
-    clip_dataset,
-    epoch_seed,
-    load_stage_data,
-    make_loader,
-    resolve_device,
-    run_epochs,
-    seed_everything,
-)
-from fgar_cli.training import train_gitdl_epoch
-
-
-def alignability_arch_args(cfg: Any) -> dict[str, Any]:
-    return {
-        "backbone": cfg.backbone_a,
-        "feature_dim": cfg.feature_dim,
-        "hidden_dim": cfg.hidden_dim,
-        "depth": cfg.depth,
-        "heads": cfg.heads,
-        "max_frames": max(64, cfg.num_frames),
-    }
+from fgar_cli.models import alignability_config_for, build_alignability_encoder
+from fgar_cli.objectives import GitdlStep
+from fgar_cli.runtime import resolve_device, seed_everything
 
 
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
-    seed_everything(cfg.seed)
-    data = load_stage_data(cfg.index, cfg.split)
+    seed_everything(cfg.run.seed)
+    data = load_run_data(cfg.data)
     if not data.split.unlabeled:
-        raise FgarError(f"{cfg.split}: the unlabeled split is empty; GITDL pretraining has nothing to learn from")
-    device = resolve_device(cfg.device)
+        raise FgarError(f"{cfg.data.split}: the unlabeled split is empty; GITDL pretraining has nothing to learn from")
+    device = resolve_device(cfg.run.device)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    last_path, final_path = out / "A0_last.pt", out / "A0.pt"
 
-    model = build_alignability_encoder(**alignability_arch_args(cfg)).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    dataset = clip_dataset(data, data.split.unlabeled, cfg.model_dump(), mode="gitdl", seed=cfg.seed)
-
-    def train_epoch(epoch: int) -> dict[str, float]:
-        torch.manual_seed(epoch_seed(cfg.seed, 1, epoch))
-        dataset.set_epoch(epoch)
-        loader = make_loader(
-            dataset,
-            cfg.batch_size,
-            True,
-            epoch_seed(cfg.seed, 2, epoch),
-            cfg.num_workers,
-            drop_last=len(dataset) > cfg.batch_size,
-        )
-        metrics = train_gitdl_epoch(
-            model,
-            loader,
-            optimizer,
-            device,
-            cfg.gitdl_tau,
-            cfg.gitdl_sigma,
-            cfg.cross_video_negatives,
-            f"pretrain {epoch}/{cfg.epochs}",
-            last_path,
-        )
-        scheduler.step()
-        return metrics
-
-    history = run_epochs(
-        cfg.epochs,
-        last_path,
-        cfg.resume,
-        train_epoch,
-        model,
-        optimizer,
-        scheduler,
-        {"class_names": [], "config": cfg.model_dump()},
-        kind="alignability",
+    model = build_alignability_encoder(alignability_config_for(cfg.alignability, cfg.clip.num_frames)).to(device)
+    dataset = data.clips(data.split.unlabeled, cfg.clip, ClipMode.GITDL, seed=cfg.run.seed)
+    batch_size = cfg.training.batch_size
+    batches = EpochBatches(
+        dataset,
+        cfg.run.seed,
+        Stream.GITDL,
+        batch_size,
+        num_workers=cfg.run.num_workers,
+        drop_last=len(dataset) > batch_size,
     )
-    atomic_copy(last_path, final_path)
+    recipe = PretrainRecipe(data=data.paths, clip=cfg.clip, training=cfg.training, loss=cfg.loss)
+    record = CheckpointRecord(class_names=[], recipe=recipe, config=cfg.model_copy(update={"data": data.paths}))
+    final = out / "A0.pt"
+    history = fit_once(
+        final,
+        model,
+        cfg.resume,
+        lambda last: fit(
+            model, GitdlStep(cfg.loss), batches, cfg.training, record, last, cfg.resume, device, "pretrain"
+        ),
+    )
     return {
-        "checkpoint": str(final_path),
-        "epochs": cfg.epochs,
+        "checkpoint": str(final),
+        "epochs": cfg.training.epochs,
         "final": history[-1] if history else {},
         "clips": len(dataset),
         "skipped_videos": dataset.num_skipped,

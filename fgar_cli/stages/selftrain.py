@@ -1,19 +1,18 @@
 """Stage 4, `fgar selftrain`: collaborative self-training (Algorithm 1, lines 18-31).
 
     for round in 1..max_iter:
-        pseudo-label every unlabeled clip with the current f_E and f_A      -> round_k/pseudo.h5
-        train f_E (CE) and f_A (L_AV) for max_epoch_st epochs on D_l plus
-        the accepted pseudo-labels                                          -> round_k/E.pt, A.pt
+        pseudo-label the unlabeled clips not yet accepted, with the current f_E and f_A  (lines 19-22)
+        add the accepted clips, with their labels, to D_l                                (line 23)
+        train f_E (CE), then f_A (L_AV), for max_epoch_st epochs on D_l                  (lines 24-30)
 
-As in Algorithm 1 (line 23), an accepted clip is added to D_l with its label and keeps it: later
-rounds pseudo-label only the clips not yet accepted, so the pseudo-labeled set grows round by round.
 Choices where the paper is silent (docs/METHOD.md): the gallery is the truly labeled set only, so
 pseudo-labels never vouch for themselves; training continues from the previous round's weights
-with a fresh optimizer. With `--source action` (confidence-only pseudo-labeling) f_A takes
-no part and is not trained.
+with a fresh optimizer. With `--source action` (confidence-only pseudo-labeling) f_A takes no part
+and is not trained.
 
-Every epoch writes a resumable checkpoint and every round its pseudo.h5, so `--resume` after an
-interruption replays nothing and reaches the same weights as an uninterrupted run.
+Each round lives in its folder round_K/: pseudo.h5, E.pt, A.pt, and the `_last` checkpoints of the
+epoch in progress. Resuming is a matter of that folder: with `--resume` a step whose file is there
+is read instead of redone, so a resumed run reaches the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -24,177 +23,141 @@ from typing import Any
 
 import numpy as np
 
-from fgar_cli.artifacts import atomic_copy, atomic_write_json, load_checkpoint
-from fgar_cli.config import SelfTrainConfig
+from fgar_cli.artifacts import atomic_copy, atomic_write_json
+from fgar_cli.checkpoints import CheckpointRecord, Encoders, load_encoders
+from fgar_cli.config import ActionRecipe, AlignabilityRecipe, SelfTrainConfig, Source
+from fgar_cli.data.dataset import ClipMode
+from fgar_cli.data.run_data import RunData, load_run_data
 from fgar_cli.errors import FgarError
-from fgar_cli.models import build_model_from_checkpoint
-from fgar_cli.stages.common import (
-    StageData,
-    console,
-    data_paths_from_checkpoint,
-    load_stage_data,
-    resolve_device,
-    seed_everything,
-)
-from fgar_cli.stages.fit_labeled import fit_action_encoder, fit_alignability_encoder
-from fgar_cli.stages.pseudolabel import (
-    check_classes,
-    load_encoders,
-    pseudo_label,
-    pseudo_label_stats,
-    read_pseudo_labels,
-)
-
-LOSS_KEYS = ("gamma", "margin", "omega", "classes_per_batch", "clips_per_class")
+from fgar_cli.method.pseudolabels import accepted_in_file, pseudo_label_stats
+from fgar_cli.progress import console
+from fgar_cli.runtime import resolve_device, seed_everything
+from fgar_cli.stages.pseudolabel import pseudo_label, write_pass
+from fgar_cli.training import EncoderTrainer
 
 
-def accepted_labels(pl: dict[str, Any]) -> dict[str, int]:
-    """The accepted clips of one pseudo.h5 and their labels."""
-    return {vid: int(y) for vid, y, ok in zip(pl["video_ids"], pl["label"], pl["accepted"], strict=True) if ok}
+def selftrain(cfg: SelfTrainConfig, novel_threshold: float | None = None) -> dict[str, Any]:
+    """Algorithm 1, lines 18-31. Open world (`fgar openworld`): clips whose best class alignability is
+    below `novel_threshold` are never pseudo-labeled."""
+    seed_everything(cfg.run.seed)
+    train_a = cfg.pseudo_labeling.source != Source.ACTION
+    encoders = load_encoders(cfg.ckpt_e, cfg.ckpt_a, need_alignability=train_a or novel_threshold is not None)
+    data = load_run_data(encoders.data_paths(cfg.data))
+    encoders.check_data(data)
+    if not data.split.unlabeled:
+        raise FgarError(f"{data.paths.split}: the unlabeled split is empty: there is nothing to self-train on")
+    device = resolve_device(cfg.run.device)
+    encoders.to(device)
+    recipe_e, recipe_a = round_recipes(cfg, encoders, data)
+    out = run_folder(Path(cfg.out_dir), cfg.resume)
+    config = cfg.model_copy(update={"data": data.paths})
+    pseudo_labeled: dict[str, int] = {}  # line 23: accepted clips join D_l for good
+    rounds: list[dict[str, Any]] = []
+
+    for r in range(1, cfg.rounds + 1):
+        folder = out / f"round_{r}"
+        remaining = [i for i in data.split.unlabeled if i not in pseudo_labeled]
+        new = round_pseudo_labels(cfg, encoders, data, remaining, r, folder, novel_threshold)
+        pseudo_labeled |= new
+        stats = {"round": r, **cumulative_stats(pseudo_labeled, data)}
+        console.print(
+            f"round {r}: {len(new)} of {len(remaining)} clips newly accepted; {stats['pl_count']} of "
+            f"{stats['unlabeled']} unlabeled clips pseudo-labeled, accuracy {stats['pl_accuracy']:.3f}"
+        )
+        labels = data.labels(data.split.labeled) | pseudo_labeled
+        trainer = EncoderTrainer(device, cfg.run.seed + 1000 * r, cfg.resume, cfg.run.num_workers)
+        dataset = data.clips(list(labels), recipe_e.clip, ClipMode.TRAIN, labels, seed=trainer.seed)
+        extra = {"round": r, "pseudo_labels": stats}
+        trainer.action(
+            encoders.action.model,
+            dataset,
+            recipe_e.training,
+            folder / "E.pt",
+            CheckpointRecord(data.class_names, recipe_e, config, extra),
+            f"round {r} f_E",
+        )
+        if train_a and encoders.alignability is not None:
+            trainer.alignability(
+                encoders.alignability.model,
+                dataset,
+                recipe_a.training,
+                recipe_a.loss,
+                folder / "A.pt",
+                CheckpointRecord(data.class_names, recipe_a, config, extra),
+                f"round {r} f_A",
+            )
+        rounds.append(stats)
+    return finish(cfg, out, encoders, train_a, rounds, novel_threshold)
 
 
-def cumulative_stats(pseudo_labeled: dict[str, int], data: StageData) -> dict[str, Any]:
+def round_recipes(
+    cfg: SelfTrainConfig, encoders: Encoders, data: RunData
+) -> tuple[ActionRecipe, AlignabilityRecipe | None]:
+    """How each round trains the encoders: as they were trained, for `epochs` epochs, at `lr_e`/`lr_a` if given."""
+    stored_e = encoders.action.recipe
+    training_e = stored_e.training.model_copy(update={"epochs": cfg.epochs, "lr": cfg.lr_e or stored_e.training.lr})
+    recipe_e = stored_e.model_copy(update={"data": data.paths, "training": training_e})
+    if encoders.alignability is None:
+        return recipe_e, None
+    stored_a = encoders.alignability.recipe
+    training_a = stored_a.training.model_copy(update={"epochs": cfg.epochs, "lr": cfg.lr_a or stored_a.training.lr})
+    return recipe_e, stored_a.model_copy(update={"data": data.paths, "training": training_a})
+
+
+def run_folder(out: Path, resume: bool) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:  # a fresh run: results of an earlier run in this folder must not count as done
+        for stale in out.glob("round_*"):
+            shutil.rmtree(stale)
+    return out
+
+
+def round_pseudo_labels(
+    cfg: SelfTrainConfig,
+    encoders: Encoders,
+    data: RunData,
+    remaining: list[str],
+    round_: int,
+    folder: Path,
+    novel_threshold: float | None,
+) -> dict[str, int]:
+    """Lines 19-22 for one round: the newly accepted clips and their labels (round_K/pseudo.h5)."""
+    if not remaining:
+        console.print(f"round {round_}: every unlabeled clip is pseudo-labeled already")
+        return {}
+    path = folder / "pseudo.h5"
+    if cfg.resume and path.exists():
+        console.print(f"round {round_}: reusing {path}")
+        return accepted_in_file(path)
+    pl, gallery = pseudo_label(
+        encoders, data, remaining, cfg.classifier, cfg.pseudo_labeling, cfg.run, round_, novel_threshold=novel_threshold
+    )
+    write_pass(folder, pl, gallery, cfg.model_copy(update={"data": data.paths}), encoders.paths)
+    return pl.accepted_labels()
+
+
+def cumulative_stats(pseudo_labeled: dict[str, int], data: RunData) -> dict[str, Any]:
     """Count and accuracy (against the split's ground truth) of every pseudo-label accepted so far."""
     ids = list(pseudo_labeled)
     stats = pseudo_label_stats(
-        np.array([pseudo_labeled[i] for i in ids], dtype=np.int64),
-        np.ones(len(ids), dtype=bool),
-        np.array([data.label_of[i] for i in ids], dtype=np.int64),
+        np.array([pseudo_labeled[i] for i in ids], dtype=np.int64), np.ones(len(ids), dtype=bool), data.truth(ids)
     )
     stats["unlabeled"] = len(data.split.unlabeled)
     return stats
 
 
-def selftrain(cfg: SelfTrainConfig, novel_threshold: float | None = None) -> dict[str, Any]:
-    seed_everything(cfg.seed)
-    need_a = cfg.source != "action"
-    ckpt_a, ckpt_e = load_encoders(cfg.ckpt_a, cfg.ckpt_e, need_a=need_a or novel_threshold is not None)
-    index, split = data_paths_from_checkpoint(ckpt_e, cfg.index, cfg.split)
-    data = load_stage_data(index, split)
-    check_classes(data, ckpt_e, cfg.ckpt_e)
-    if not data.split.unlabeled:
-        raise FgarError(f"{data.split_path}: the unlabeled split is empty: there is nothing to self-train on")
-    device = resolve_device(cfg.device)
-    fit_cfg = ckpt_e["config"]
-    a_cfg = ckpt_a["config"] if ckpt_a else {}
-    loss = {k: a_cfg.get(k, fit_cfg.get(k)) for k in LOSS_KEYS}
-    lr_e = cfg.lr_e or float(fit_cfg.get("lr_e", 1e-3))
-    lr_a = cfg.lr_a or float(a_cfg.get("lr_a", 3e-4))
-    weight_decay = float(fit_cfg.get("weight_decay", 1e-4))
-    batch_size = int(fit_cfg.get("batch_size", 8))
-    gamma = float(loss["gamma"] or 0.1)
-
-    model_e = build_model_from_checkpoint(ckpt_e).to(device)
-    model_a = build_model_from_checkpoint(ckpt_a).to(device) if ckpt_a else None
-    train_a = need_a and model_a is not None
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if not cfg.resume:  # a fresh run: results of an earlier run in this folder must not count as done
-        for stale in out.glob("round_*"):
-            shutil.rmtree(stale)
-    stored = {
-        **fit_cfg,
-        **{k: a_cfg[k] for k in LOSS_KEYS if k in a_cfg},
-        "index": data.index_path,
-        "split": data.split_path,
-        "selftrain": cfg.model_dump(),
-    }
-    payload_base = {"class_names": data.class_names, "config": stored}
-    inputs = [p for p in (cfg.ckpt_a, cfg.ckpt_e) if p]
-    rounds: list[dict[str, Any]] = []
-    pseudo_labeled: dict[str, int] = {}  # Algorithm 1 line 23: accepted clips join D_l for good
-
-    for r in range(1, cfg.rounds + 1):
-        rdir = out / f"round_{r}"
-        done_e, done_a = rdir / "E.pt", rdir / "A.pt"
-        remaining = [i for i in data.split.unlabeled if i not in pseudo_labeled]
-        if cfg.resume and done_e.exists() and (done_a.exists() or not train_a):
-            # A finished round: take its weights and pseudo-labels, redo nothing.
-            model_e.load_state_dict(load_checkpoint(done_e, kind="action")["state_dict"])
-            if train_a:
-                model_a.load_state_dict(load_checkpoint(done_a, kind="alignability")["state_dict"])
-            if remaining:
-                pseudo_labeled |= accepted_labels(read_pseudo_labels(rdir / "pseudo.h5"))
-            rounds.append({"round": r, **cumulative_stats(pseudo_labeled, data)})
-            console.print(f"round {r} is complete; resuming after it")
-            continue
-
-        seed = cfg.seed + 1000 * r
-        if not remaining:
-            console.print(f"round {r}: every unlabeled clip is pseudo-labeled already")
-        elif cfg.resume and (rdir / "pseudo.h5").exists():
-            console.print(f"round {r}: reusing {rdir / 'pseudo.h5'}")
-        else:
-            pseudo_label(
-                model_a,
-                model_e,
-                data,
-                fit_cfg,
-                cfg.model_dump(),
-                gamma,
-                device,
-                rdir,
-                cfg.seed,
-                round_=r,
-                novel_threshold=novel_threshold,
-                config=stored,
-                inputs=inputs,
-                ids=remaining,
-            )
-        new = accepted_labels(read_pseudo_labels(rdir / "pseudo.h5")) if remaining else {}
-        pseudo_labeled |= new
-        stats = {"round": r, **cumulative_stats(pseudo_labeled, data)}
-        console.print(
-            f"round {r}: {len(new)} of {len(remaining)} clips newly accepted; "
-            f"{stats['pl_count']} of {stats['unlabeled']} unlabeled clips pseudo-labeled, "
-            f"accuracy {stats['pl_accuracy']:.3f}"
-        )
-        labels = {i: data.label_of[i] for i in data.split.labeled} | pseudo_labeled
-        ids = list(labels)
-        payload = {**payload_base, "round": r, "pseudo_labels": stats}
-
-        fit_action_encoder(
-            model_e,
-            data,
-            ids,
-            labels,
-            fit_cfg,
-            cfg.epochs,
-            lr_e,
-            weight_decay,
-            batch_size,
-            seed,
-            device,
-            rdir / "E_last.pt",
-            cfg.resume,
-            payload,
-            f"round {r} f_E",
-        )
-        atomic_copy(rdir / "E_last.pt", done_e)
-        if train_a:
-            fit_alignability_encoder(
-                model_a,
-                data,
-                ids,
-                labels,
-                fit_cfg,
-                loss,
-                cfg.epochs,
-                lr_a,
-                weight_decay,
-                seed,
-                device,
-                rdir / "A_last.pt",
-                cfg.resume,
-                payload,
-                f"round {r} f_A",
-            )
-            atomic_copy(rdir / "A_last.pt", done_a)
-        rounds.append(stats)
-
+def finish(
+    cfg: SelfTrainConfig,
+    out: Path,
+    encoders: Encoders,
+    train_a: bool,
+    rounds: list[dict[str, Any]],
+    novel_threshold: float | None,
+) -> dict[str, Any]:
+    """The last round's encoders become the run's E.pt and A.pt; selftrain.json sums the run up."""
     last = out / f"round_{cfg.rounds}"
     atomic_copy(last / "E.pt", out / "E.pt")
-    if train_a:
+    if train_a and encoders.alignability is not None:
         atomic_copy(last / "A.pt", out / "A.pt")
     elif cfg.ckpt_a:
         atomic_copy(cfg.ckpt_a, out / "A.pt")
@@ -204,7 +167,7 @@ def selftrain(cfg: SelfTrainConfig, novel_threshold: float | None = None) -> dic
         "pl_accuracy": rounds[-1]["pl_accuracy"],
         "ckpt_e": str(out / "E.pt"),
         "ckpt_a": str(out / "A.pt") if (out / "A.pt").exists() else None,
-        "source": cfg.source,
+        "source": cfg.pseudo_labeling.source.value,
         "novel_threshold": novel_threshold,
     }
     atomic_write_json(out / "selftrain.json", summary)

@@ -1,4 +1,4 @@
-"""`python -m fgar_cli.summary RUN_DIR`: the table of examples/compare.sh, written to summary.json.
+"""`fgar summary RUN_DIR`: the table of examples/compare.sh, written to summary.json.
 
 Reads RUN_DIR/eval_{supervised,confidence,finepseudo}/metrics.json and the two self-training
 summaries, and maps `supervised`, `confidence_pl`, `finepseudo` to their metrics.
@@ -7,16 +7,15 @@ summaries, and maps `supervised`, `confidence_pl`, `finepseudo` to their metrics
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
 from fgar_cli.artifacts import atomic_write_json
 from fgar_cli.data.index import read_json
-from fgar_cli.errors import FgarError
 
 ARMS = {
     "supervised": ("eval_supervised", None),
@@ -73,14 +72,11 @@ def print_table(summary: dict[str, Any]) -> None:
     Console().print(table)
 
 
-def main() -> None:
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m fgar_cli.summary RUN_DIR")
-    try:
-        print_table(summarize(Path(sys.argv[1])))
-    except FgarError as exc:
-        sys.exit(f"error: {exc}")
+def summary(
+    run: Path = typer.Argument(..., help="A run folder of examples/compare.sh (eval_*/ and st_*/ inside)."),
+) -> None:
+    """Print the comparison table of a compare.sh run folder and write it to RUN/summary.json.
 
-
-if __name__ == "__main__":
-    main()
+    Example: fgar summary demo/run
+    """
+    print_table(summarize(run))

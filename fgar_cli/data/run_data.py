@@ -1,0 +1,84 @@
+"""The data of a run: a dataset index, a label split, and the classes the models know."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fgar_cli.config import ClipConfig, DataPaths
+from fgar_cli.data.dataset import ClipDataset, ClipMode
+from fgar_cli.data.index import DatasetIndex, VideoEntry, load_index
+from fgar_cli.data.splits import Split, check_split, load_split
+from fgar_cli.errors import FgarError
+
+
+@dataclass
+class RunData:
+    """The index, the split and the class set of a run.
+
+    The models' classes are the split's known classes (open world) or all of the index's classes.
+    `label_of` maps a video id to its model class, or -1 for a clip of a class the models do not
+    know (a novel clip in the open-world protocol).
+    """
+
+    index: DatasetIndex
+    split: Split
+    paths: DataPaths  # absolute, so that a later stage finds the data from anywhere
+    class_names: list[str]
+    label_of: dict[str, int]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def entries(self, ids: list[str]) -> list[VideoEntry]:
+        by_id = self.index.by_id()
+        return [by_id[i] for i in ids]
+
+    def labels(self, ids: list[str]) -> dict[str, int]:
+        """The true model class of each clip (-1 for an unknown class)."""
+        return {i: self.label_of[i] for i in ids}
+
+    def truth(self, ids: list[str]) -> np.ndarray:
+        return np.array([self.label_of[i] for i in ids], dtype=np.int64)
+
+    def clips(
+        self,
+        ids: list[str],
+        clip: ClipConfig,
+        mode: ClipMode,
+        labels: dict[str, int] | None = None,
+        num_views: int = 1,
+        seed: int = 0,
+    ) -> ClipDataset:
+        """A ClipDataset over `ids`, labelled with the true model classes unless `labels` says otherwise."""
+        return ClipDataset(
+            self.index,
+            self.entries(ids),
+            clip,
+            mode,
+            num_views=num_views,
+            labels=labels if labels is not None else self.labels(ids),
+            seed=seed,
+        )
+
+
+def load_run_data(paths: DataPaths) -> RunData:
+    if not paths.index:
+        raise FgarError("no dataset index given: pass --index (made by `fgar data index`)")
+    if not paths.split:
+        raise FgarError("no label split given: pass --split (made by `fgar data split`)")
+    index = load_index(paths.index)
+    split = load_split(paths.split)
+    check_split(split, index, paths.split)
+    class_ids = sorted(split.known_classes) if split.known_classes is not None else list(range(len(index.class_names)))
+    model_class = {c: k for k, c in enumerate(class_ids)}
+    return RunData(
+        index=index,
+        split=split,
+        paths=DataPaths(index=str(Path(paths.index).resolve()), split=str(Path(paths.split).resolve())),
+        class_names=[index.class_names[c] for c in class_ids],
+        label_of={e.id: model_class.get(e.label, -1) for e in index.entries},
+    )

@@ -1,0 +1,156 @@
+"""The labeled gallery A and the scoring of clips against it (paper Sec. 3.2).
+
+The gallery is the labeled set embedded by f_A (gallery.h5). `score_queries` is the whole
+non-parametric classifier for a set of query embeddings: f_S logits against every gallery clip,
+Eq. 7 per class, tau (fitted unless given) and Eq. 8. pseudolabel, evaluate, openworld and the
+diagnosis script all score through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fgar_cli.artifacts import read_h5, write_h5
+from fgar_cli.config import ClassifierConfig, ClipConfig, Config
+from fgar_cli.data.batches import inference_loader
+from fgar_cli.data.dataset import ClipMode
+from fgar_cli.data.run_data import RunData
+from fgar_cli.errors import FgarError
+from fgar_cli.inference import embed_clips
+from fgar_cli.method.nonparametric import class_logits, fit_temperature, nonparametric_probs
+from fgar_cli.models import AlignabilityEncoder
+from fgar_cli.softdtw import pairwise_soft_dtw
+
+GALLERY_SCHEMA, GALLERY_VERSION = "fgar.gallery", 1
+
+
+@dataclass
+class Gallery:
+    embeddings: Tensor  # (N, T, F)
+    labels: np.ndarray  # (N,) model classes
+    video_ids: list[str]
+    class_names: list[str]
+
+
+def embed_gallery(
+    model_a: AlignabilityEncoder, data: RunData, clip: ClipConfig, device: torch.device, batch_size: int
+) -> Gallery:
+    """The labeled split embedded by f_A: centre clips; videos that cannot be read are left out."""
+    ids = data.split.labeled
+    loader = inference_loader(data.clips(ids, clip, ClipMode.TEST), batch_size)
+    embeddings, valid = embed_clips(model_a, loader, device, "gallery f_A")
+    keep = valid.numpy()
+    return Gallery(
+        embeddings=embeddings[:, 0][valid],
+        labels=data.truth(ids)[keep],
+        video_ids=[i for i, k in zip(ids, keep, strict=True) if k],
+        class_names=data.class_names,
+    )
+
+
+def save_gallery(path: Path, gallery: Gallery, config: Config, inputs: list[str]) -> None:
+    write_h5(
+        path,
+        GALLERY_SCHEMA,
+        GALLERY_VERSION,
+        {
+            "embeddings": gallery.embeddings.float(),
+            "labels": gallery.labels.astype(np.int64),
+            "video_ids": gallery.video_ids,
+            "class_names": gallery.class_names,
+        },
+        config=config.model_dump(mode="json"),
+        inputs=inputs,
+    )
+
+
+def load_gallery(path: str | Path, class_names: list[str]) -> Gallery:
+    data, _ = read_h5(
+        path,
+        GALLERY_SCHEMA,
+        GALLERY_VERSION,
+        {"embeddings": (3, "f"), "labels": (1, "i"), "video_ids": (1, "S"), "class_names": (1, "S")},
+    )
+    names = [str(c) for c in data["class_names"]]
+    if names != list(class_names):
+        raise FgarError(
+            f"{path}: the gallery's {len(names)} classes differ from the checkpoints' {len(class_names)} classes"
+        )
+    if len(data["labels"]) != len(data["embeddings"]):
+        raise FgarError(f"{path}: {len(data['labels'])} labels for {len(data['embeddings'])} embeddings")
+    missing = sorted(set(range(len(names))) - set(data["labels"].tolist()))
+    if missing:
+        raise FgarError(
+            f"{path}: the gallery has no member of class '{names[missing[0]]}' ({len(missing)} classes missing)"
+        )
+    return Gallery(torch.from_numpy(data["embeddings"]).float(), data["labels"], list(data["video_ids"]), names)
+
+
+@torch.no_grad()
+def pair_logits(
+    model_a: AlignabilityEncoder, queries: Tensor, gallery: Tensor, gamma: float, device: torch.device
+) -> Tensor:
+    """f_S(D(u, a) / T) for every query u and gallery clip a: (Q, G) logits; sigmoid gives S of Eq. 3.
+
+    Logits rather than scores, because the classifier averages them (Eq. 7, docs/METHOD.md). Queries
+    and gallery may carry several views, (Q, V, T, F): the logits are averaged over views.
+    """
+    q = queries if queries.dim() == 4 else queries.unsqueeze(1)
+    g = gallery if gallery.dim() == 4 else gallery.unsqueeze(1)
+    T = q.shape[2]
+    total = torch.zeros(q.shape[0], g.shape[0])
+    for v in range(q.shape[1]):
+        for w in range(g.shape[1]):
+            d = pairwise_soft_dtw(q[:, v].to(device), g[:, w].to(device), gamma) / T
+            total += model_a.score_head.logit(d).float().cpu()
+    return total / (q.shape[1] * g.shape[1])
+
+
+@dataclass
+class AlignabilityScores:
+    """f_A's verdict on a set of queries: class logits (Eq. 7) and the temperature of Eq. 8."""
+
+    pair_logits: Tensor  # (Q, G): f_S logit of each query against each gallery clip
+    class_logits: Tensor  # (Q, C)
+    tau: float
+    rho: int  # gallery members per class averaged in Eq. 7
+    gamma: float  # soft-DTW smoothing of the distances
+
+    @property
+    def class_alignability(self) -> Tensor:
+        """S_c, the class alignability of Eq. 7, in [0, 1]."""
+        return torch.sigmoid(self.class_logits)
+
+    @property
+    def probs(self) -> Tensor:
+        """p_A, the non-parametric classifier of Eq. 8."""
+        return nonparametric_probs(self.class_logits, self.tau)
+
+
+def gallery_temperature(
+    model_a: AlignabilityEncoder, gallery: Gallery, rho: int, gamma: float, device: torch.device, seed: int
+) -> float:
+    """tau of Eq. 8 fitted on the gallery's own alignability logits (leave-one-out)."""
+    logits = pair_logits(model_a, gallery.embeddings, gallery.embeddings, gamma, device)
+    return fit_temperature(logits, gallery.labels, len(gallery.class_names), rho, seed)
+
+
+def score_queries(
+    model_a: AlignabilityEncoder,
+    queries: Tensor,
+    gallery: Gallery,
+    classifier: ClassifierConfig,
+    gamma: float,
+    device: torch.device,
+    seed: int,
+) -> AlignabilityScores:
+    """The non-parametric classifier on query embeddings (Q, [V,] T, F); `seed` draws Eq. 7's members."""
+    logits = pair_logits(model_a, queries.nan_to_num(), gallery.embeddings, gamma, device)
+    class_logit = class_logits(logits, gallery.labels, len(gallery.class_names), classifier.rho, seed)
+    tau = classifier.tau or gallery_temperature(model_a, gallery, classifier.rho, gamma, device, seed)
+    return AlignabilityScores(logits, class_logit, tau, classifier.rho, gamma)

@@ -1,0 +1,164 @@
+"""Which unlabeled clips get a pseudo-label, and the pseudo.h5 file that records one pass.
+
+The rule (Algorithm 1, and the variants of the paper's Table 6):
+* `collab` (FinePseudo): p = (p_A + p_E) / 2; accept argmax p when max p > theta.
+* `action`: p_E alone (confidence-only pseudo-labeling). `alignability`: p_A alone.
+* `verify`: f_E's label when max p_E > theta and its class alignability S_c exceeds
+  `verify_threshold` (0.6 in Table 6).
+* Open world: a clip whose best class alignability max_c S_c is below `novel_threshold` is set
+  aside as novel and never pseudo-labeled (Sec. 4.4).
+pseudo.h5 keeps every clip's p_E, p_A, class logits, label, confidence and verdict, with the count
+and accuracy of the accepted labels where ground truth is known (the columns of Table 6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fgar_cli.artifacts import read_h5, write_h5
+from fgar_cli.config import Config, PseudoLabeling, Source
+from fgar_cli.errors import FgarError
+from fgar_cli.method.gallery import AlignabilityScores
+
+PSEUDO_SCHEMA, PSEUDO_VERSION = "fgar.pseudo", 1
+
+
+@dataclass
+class Selection:
+    p: Tensor  # (N, C): the distribution the label is taken from
+    label: Tensor  # (N,)
+    confidence: Tensor  # (N,): max p
+    accepted: Tensor  # (N,) bool
+    novel: Tensor  # (N,) bool: set aside as a clip of an unknown class
+
+
+def select_pseudo_labels(
+    p_E: Tensor,
+    p_A: Tensor | None,
+    class_alignability: Tensor | None,
+    rule: PseudoLabeling,
+    novel_threshold: float | None = None,
+) -> Selection:
+    """Labels, confidences and acceptance for the four Table 6 variants (and open-world rejection)."""
+    if rule.source != Source.ACTION and (p_A is None or class_alignability is None):
+        raise FgarError(f"--source {rule.source} needs the alignability encoder (--ckpt-a)")
+    if rule.source == Source.COLLAB:
+        p = (p_A + p_E) / 2
+    elif rule.source == Source.ALIGNABILITY:
+        p = p_A
+    else:  # action, verify: f_E decides the label
+        p = p_E
+    confidence, label = p.max(1)
+    accepted = confidence > rule.theta
+    if rule.source == Source.VERIFY:
+        accepted &= class_alignability.gather(1, label[:, None])[:, 0] > rule.verify_threshold
+    novel = torch.zeros_like(accepted)
+    if novel_threshold is not None and class_alignability is not None:
+        novel = class_alignability.max(1).values < novel_threshold
+        accepted &= ~novel
+    return Selection(p, label, confidence, accepted, novel)
+
+
+def pseudo_label_stats(label: np.ndarray, accepted: np.ndarray, truth: np.ndarray | None) -> dict[str, Any]:
+    """Count and accuracy of the accepted pseudo-labels; truth -1 marks clips of unknown classes."""
+    stats: dict[str, Any] = {"pl_count": int(accepted.sum()), "unlabeled": int(len(label))}
+    if truth is not None and accepted.any():
+        stats["pl_accuracy"] = float((label[accepted] == truth[accepted]).mean())
+    else:
+        stats["pl_accuracy"] = float("nan")
+    return stats
+
+
+@dataclass
+class PseudoLabels:
+    """One pseudo-labeling pass over a set of unlabeled clips."""
+
+    video_ids: list[str]
+    p_E: Tensor  # (N, C)
+    scores: AlignabilityScores | None  # f_A's non-parametric classifier, when f_A took part
+    selection: Selection
+    truth: np.ndarray  # (N,) the true model class where known (-1: a class the models do not know)
+    class_names: list[str]
+    rule: PseudoLabeling
+    round: int = 0
+    novel_threshold: float | None = None
+
+    def accepted_labels(self) -> dict[str, int]:
+        """The accepted clips and their labels: Algorithm 1 adds these to D_l."""
+        accepted = self.selection.accepted.tolist()
+        labels = self.selection.label.tolist()
+        return {vid: y for vid, y, ok in zip(self.video_ids, labels, accepted, strict=True) if ok}
+
+    def stats(self) -> dict[str, Any]:
+        return pseudo_label_stats(self.selection.label.numpy(), self.selection.accepted.numpy(), self.truth)
+
+
+def write_pseudo_labels(path: Path, pl: PseudoLabels, config: Config, inputs: list[str]) -> None:
+    nan = torch.full_like(pl.p_E, float("nan"))
+    scores = pl.scores
+    max_alignability = (
+        scores.class_alignability.max(1).values
+        if scores is not None
+        else torch.full((len(pl.video_ids),), float("nan"))
+    )
+    attrs = {
+        "theta": pl.rule.theta,
+        "tau": float("nan") if scores is None else scores.tau,
+        "source": pl.rule.source.value,
+        "round": pl.round,
+        **({"rho": scores.rho, "gamma": scores.gamma} if scores is not None else {}),
+        "novel_threshold": float("nan") if pl.novel_threshold is None else pl.novel_threshold,
+        **pl.stats(),
+    }
+    write_h5(
+        path,
+        PSEUDO_SCHEMA,
+        PSEUDO_VERSION,
+        {
+            "video_ids": pl.video_ids,
+            "p_A": scores.probs if scores is not None else nan,
+            "p_E": pl.p_E,
+            "p": pl.selection.p,
+            "label": pl.selection.label,
+            "confidence": pl.selection.confidence,
+            "accepted": pl.selection.accepted,
+            "novel": pl.selection.novel,
+            "max_alignability": max_alignability,
+            "truth": pl.truth,
+            "class_alignability": scores.class_alignability if scores is not None else nan,
+            "class_logits": scores.class_logits if scores is not None else nan,
+            "class_names": pl.class_names,
+        },
+        attrs=attrs,
+        config=config.model_dump(mode="json"),
+        inputs=inputs,
+    )
+
+
+def read_pseudo_labels(path: str | Path) -> dict[str, Any]:
+    """The datasets and attributes of a pseudo.h5 that later stages need, checked."""
+    data, attrs = read_h5(
+        path,
+        PSEUDO_SCHEMA,
+        PSEUDO_VERSION,
+        {"video_ids": (1, "S"), "label": (1, "i"), "accepted": (1, "b"), "confidence": (1, "f")},
+    )
+    return {
+        "video_ids": list(data["video_ids"]),
+        "label": data["label"],
+        "accepted": data["accepted"],
+        "attrs": attrs,
+        **{k: data[k] for k in ("max_alignability", "truth", "novel") if k in data},
+    }
+
+
+def accepted_in_file(path: str | Path) -> dict[str, int]:
+    """The accepted clips of a pseudo.h5 and their labels."""
+    pl = read_pseudo_labels(path)
+    return {vid: int(y) for vid, y, ok in zip(pl["video_ids"], pl["label"], pl["accepted"], strict=True) if ok}

@@ -1,0 +1,88 @@
+"""Fixtures every test module may use. Helpers that are plain functions live in helpers.py."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import pytest
+from helpers import fgar, one_error_line
+
+# No progress bars in test output, and wide tables so that rows are not wrapped.
+os.environ["FGAR_NO_PROGRESS"] = "1"
+os.environ["COLUMNS"] = "200"
+
+
+class CliResult(NamedTuple):
+    code: int
+    out: str
+    err: str
+
+    def error_line(self, *fragments: str) -> str:
+        """The single `error:` line (no traceback), holding every fragment."""
+        return one_error_line(self.out + self.err, *fragments)
+
+
+Cli = Callable[[Sequence[object]], CliResult]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
+    """Run `fgar ARGS` in-process through the real entry point; returns (exit code, stdout, stderr)."""
+
+    def run(args: Sequence[object]) -> CliResult:
+        capsys.readouterr()  # what came before is not this command's output
+        code = fgar(*args)
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run
+
+
+# --------------------------------------------------------------------------- faults, injected from outside
+
+
+@pytest.fixture
+def interrupt_after_epochs(monkeypatch: pytest.MonkeyPatch) -> Callable[[int | None], None]:
+    """`interrupt_after_epochs(n)`: Ctrl-C as the (n+1)-th training epoch from now starts;
+    `interrupt_after_epochs(None)`: no more interruptions."""
+    import fgar_cli.engine as engine
+
+    real = engine.train_one_epoch
+
+    def arm(epochs: int | None) -> None:
+        started = []
+        if epochs is None:
+            monkeypatch.setattr(engine, "train_one_epoch", real)
+            return
+
+        def train_one_epoch(*args: object, **kwargs: object) -> dict[str, float]:
+            started.append(1)
+            if len(started) > epochs:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(engine, "train_one_epoch", train_one_epoch)
+
+    return arm
+
+
+@pytest.fixture
+def nan_loss_in(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """`nan_loss_in("f_E labeled 2/2")`: the loss turns NaN in the epoch of that description."""
+    import fgar_cli.engine as engine
+
+    def arm(description: str) -> None:
+        real = engine.train_one_epoch
+
+        def train_one_epoch(model, loader, optimizer, step, device, desc):  # noqa: ANN001, ANN202
+            def nan_step(model, batch):  # noqa: ANN001, ANN202
+                terms = step(model, batch)
+                return {**terms, "loss": terms["loss"] * float("nan")}
+
+            return real(model, loader, optimizer, nan_step if desc == description else step, device, desc)
+
+        monkeypatch.setattr(engine, "train_one_epoch", train_one_epoch)
+
+    return arm
