@@ -24,6 +24,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check fgar_cli kernels tests benchmarks
+	$(BIN)/ruff format --check fgar_cli kernels tests benchmarks
 
 demo: setup
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh $(DEMO)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import pytest
+
 from helpers import fgar, one_error_line
 
 # No progress bars in test output, and wide tables so that rows are not wrapped.

@@ -8,6 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from fgar_cli.data.adapters import measure_entries, read_dataset, read_finegym_categories
+from fgar_cli.data.safe_pickle import load_pickle
+from fgar_cli.errors import FgarError
+
 from helpers import (
     evil_pickle,
     make_diving48,
@@ -16,10 +21,6 @@ from helpers import (
     write_frame_folder,
     write_video,
 )
-
-from fgar_cli.data.adapters import measure_entries, read_dataset, read_finegym_categories
-from fgar_cli.data.safe_pickle import load_pickle
-from fgar_cli.errors import FgarError
 
 # --------------------------------------------------------------------------- Diving48
 

@@ -7,7 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from fgar_cli.config import ActionArch, FitLabeledConfig, PseudoLabelConfig, Source, build_config
+from fgar_cli.config import (
+    ActionArch,
+    EvaluateConfig,
+    FitLabeledConfig,
+    OpenWorldConfig,
+    PretrainConfig,
+    PseudoLabelConfig,
+    SelfTrainConfig,
+    Source,
+    build_config,
+    read_config_file,
+)
 from fgar_cli.errors import FgarError
 
 
@@ -75,3 +86,26 @@ def test_configs_are_frozen() -> None:
     with pytest.raises(Exception, match="frozen"):
         cfg.action_training.lr = 1.0  # type: ignore[misc]
     assert cfg.action_training.model_copy(update={"lr": 1.0}).lr == 1.0
+
+
+STAGES = {
+    "pretrain": PretrainConfig,
+    "fit_labeled": FitLabeledConfig,
+    "pseudolabel": PseudoLabelConfig,
+    "selftrain": SelfTrainConfig,
+    "evaluate": EvaluateConfig,
+    "openworld": OpenWorldConfig,
+}
+
+
+@pytest.mark.parametrize("example", sorted((Path(__file__).parents[1] / "examples").glob("*.yaml")), ids=str)
+@pytest.mark.parametrize("section", sorted(STAGES))
+def test_example_configs_are_valid_for_every_stage(example: Path, section: str) -> None:
+    cfg = build_config(STAGES[section], example, section=section)
+    table = read_config_file(example).get(section, {})
+    for part, values in table.items():  # what the file says is what the stage gets
+        if isinstance(values, dict):
+            for key, value in values.items():
+                assert getattr(getattr(cfg, part), key) == value
+        else:
+            assert getattr(cfg, part) == values

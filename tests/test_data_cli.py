@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Cli
-from helpers import evil_pickle, make_diving48, make_finediving, one_error_line
 
 from fgar_cli.artifacts import sha256_file, write_h5
 from fgar_cli.checkpoints import save_checkpoint
 from fgar_cli.data.index import load_index
 from fgar_cli.data.splits import load_split
+
+from conftest import Cli
+from helpers import evil_pickle, make_diving48, make_finediving, one_error_line
 
 
 def table_rows(out: str) -> dict[str, list[str]]:

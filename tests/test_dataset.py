@@ -8,7 +8,6 @@ import logging
 import numpy as np
 import pytest
 import torch
-from helpers import frame_ids, write_frame_folder, write_video
 from torch.utils.data import DataLoader, default_collate
 
 from fgar_cli.config import ClipConfig
@@ -18,6 +17,8 @@ from fgar_cli.data.sampling import gitdl_indices, segment_indices
 from fgar_cli.data.transforms import ClipTransform
 from fgar_cli.data.video import count_frames
 from fgar_cli.errors import FgarError
+
+from helpers import frame_ids, write_frame_folder, write_video
 
 T, S = 8, 16
 IDENTITY = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}  # outputs stay level / 255

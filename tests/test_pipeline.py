@@ -13,97 +13,43 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import fgar, one_error_line
 
 from fgar_cli.artifacts import read_h5, write_h5
 from fgar_cli.checkpoints import load_checkpoint
 from fgar_cli.method.nonparametric import TAU_GRID
 from fgar_cli.method.pseudolabels import read_pseudo_labels
 
+from helpers import fgar, one_error_line
+
 CLIP = ["--num-frames", "8", "--size", "32"]
+
+
+def fit_labeled(run: Path, split: Path, out: Path, epochs_e: int = 1, epochs_a: int = 1, *extra: object) -> int:
+    """fit-labeled on the tiny run: small3d f_E, one epoch of each encoder unless told otherwise."""
+    data = ["--index", run / "index.json", "--split", split, "--out-dir", out, "--arch-e", "small3d"]
+    return fgar("fit-labeled", *data, "--epochs-e", epochs_e, "--epochs-a", epochs_a, *CLIP, *extra)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("pipeline")
-    assert (
-        fgar(
-            "synth",
-            "--out",
-            root / "data",
-            "--classes",
-            "3",
-            "--videos-per-class",
-            "6",
-            "--frames",
-            "24",
-            "--size",
-            "32",
-            "--seed",
-            "5",
-        )
-        == 0
-    )
+    synth = ["--classes", "3", "--videos-per-class", "6", "--frames", "24", "--size", "32", "--seed", "5"]
+    assert fgar("synth", "--out", root / "data", *synth) == 0
     assert fgar("data", "index", "--format", "diving48", "--root", root / "data", "--out", root / "index.json") == 0
-    assert (
-        fgar(
-            "data",
-            "split",
-            "--index",
-            root / "index.json",
-            "--fraction",
-            "0.5",
-            "--seed",
-            "0",
-            "--out",
-            root / "split.json",
-        )
-        == 0
-    )
-    assert (
-        fgar(
-            "pretrain",
-            "--index",
-            root / "index.json",
-            "--split",
-            root / "split.json",
-            "--out-dir",
-            root / "pre",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "4",
-            *CLIP,
-        )
-        == 0
-    )
-    assert (
-        fgar(
-            "fit-labeled",
-            "--index",
-            root / "index.json",
-            "--split",
-            root / "split.json",
-            "--out-dir",
-            root / "fit",
-            "--init-a",
-            root / "pre" / "A0.pt",
-            "--arch-e",
-            "small3d",
-            "--epochs-e",
-            "1",
-            "--epochs-a",
-            "1",
-            *CLIP,
-        )
-        == 0
-    )
+    split = ["--index", root / "index.json", "--fraction", "0.5", "--seed", "0", "--out", root / "split.json"]
+    assert fgar("data", "split", *split) == 0
+    data = ["--index", root / "index.json", "--split", root / "split.json"]
+    assert fgar("pretrain", *data, "--out-dir", root / "pre", "--epochs", "1", "--batch-size", "4", *CLIP) == 0
+    assert fit_labeled(root, root / "split.json", root / "fit", 1, 1, "--init-a", root / "pre" / "A0.pt") == 0
     return root
 
 
+def encoders(run: Path, folder: str = "fit") -> list[object]:
+    return ["--ckpt-a", run / folder / "A.pt", "--ckpt-e", run / folder / "E.pt"]
+
+
 def pseudolabel(run: Path, source: str, out: Path, *extra: object) -> int:
-    args = ["--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt", "--theta", "0.4"]
-    return fgar("pseudolabel", *args, "--source", source, "--out-dir", out, *extra)
+    return fgar("pseudolabel", *encoders(run), "--theta", "0.4", "--source", source, "--out-dir", out, *extra)
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +114,7 @@ def test_pseudolabel_reuses_a_gallery_and_gets_the_same_labels(run: Path, collab
 
 def test_pseudolabel_takes_a_fixed_tau(run: Path) -> None:
     out = run / "pl_tau"
-    args = ["--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt", "--tau", "0.5", "--out-dir", out]
-    assert fgar("pseudolabel", *args) == 0
+    assert fgar("pseudolabel", *encoders(run), "--tau", "0.5", "--out-dir", out) == 0
     data, attrs = read_h5(out / "pseudo.h5", "fgar.pseudo", 1)
     assert attrs["tau"] == 0.5
     np.testing.assert_allclose(data["p_A"], torch.softmax(torch.from_numpy(data["class_logits"]) / 0.5, 1), rtol=1e-4)
@@ -177,24 +122,7 @@ def test_pseudolabel_takes_a_fixed_tau(run: Path) -> None:
 
 def test_selftrain_then_evaluate(run: Path) -> None:
     out = run / "st"
-    assert (
-        fgar(
-            "selftrain",
-            "--ckpt-a",
-            run / "fit" / "A.pt",
-            "--ckpt-e",
-            run / "fit" / "E.pt",
-            "--theta",
-            "0.4",
-            "--rounds",
-            "2",
-            "--epochs",
-            "1",
-            "--out-dir",
-            out,
-        )
-        == 0
-    )
+    assert fgar("selftrain", *encoders(run), "--theta", "0.4", "--rounds", "2", "--epochs", "1", "--out-dir", out) == 0
     for r in (1, 2):
         assert (out / f"round_{r}" / "pseudo.h5").exists() and (out / f"round_{r}" / "E.pt").exists()
     summary = json.loads((out / "selftrain.json").read_text())
@@ -206,20 +134,8 @@ def test_selftrain_then_evaluate(run: Path) -> None:
     assert set(second["video_ids"]) == set(first["video_ids"]) - accepted_1
     assert summary["rounds"][0]["pl_count"] == len(accepted_1)
     assert summary["rounds"][1]["pl_count"] == len(accepted_1) + int(second["accepted"].sum())
-    assert (
-        fgar(
-            "evaluate",
-            "--ckpt-e",
-            out / "E.pt",
-            "--ckpt-a",
-            out / "A.pt",
-            "--num-views",
-            "2",
-            "--out-dir",
-            run / "eval",
-        )
-        == 0
-    )
+    evaluate = ["--ckpt-e", out / "E.pt", "--ckpt-a", out / "A.pt", "--num-views", "2", "--out-dir", run / "eval"]
+    assert fgar("evaluate", *evaluate) == 0
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     for head in ("action", "alignability", "combined"):
         assert 0 <= metrics[head]["top1"] <= metrics[head]["top5"] <= 1
@@ -233,8 +149,7 @@ def test_selftrain_then_evaluate(run: Path) -> None:
 
 def test_selftrain_keeps_accepted_clips_once_every_clip_is_labeled(run: Path, capsys) -> None:
     out = run / "st_all"
-    args = ["--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt", "--theta", "0", "--rounds", "2"]
-    assert fgar("selftrain", *args, "--epochs", "1", "--out-dir", out) == 0
+    assert fgar("selftrain", *encoders(run), "--theta", "0", "--rounds", "2", "--epochs", "1", "--out-dir", out) == 0
     first = read_pseudo_labels(out / "round_1" / "pseudo.h5")
     assert first["accepted"].all()  # theta 0 accepts every clip in round 1
     assert not (out / "round_2" / "pseudo.h5").exists()  # nothing left to label, yet round 2 trains
@@ -245,18 +160,7 @@ def test_selftrain_keeps_accepted_clips_once_every_clip_is_labeled(run: Path, ca
 
 
 def test_interrupted_selftrain_resumes_to_the_same_weights(run: Path, interrupt_after_epochs, capsys) -> None:
-    common = [
-        "--ckpt-a",
-        run / "fit" / "A.pt",
-        "--ckpt-e",
-        run / "fit" / "E.pt",
-        "--theta",
-        "0.4",
-        "--rounds",
-        "2",
-        "--epochs",
-        "2",
-    ]
+    common = [*encoders(run), "--theta", "0.4", "--rounds", "2", "--epochs", "2"]
     assert fgar("selftrain", *common, "--out-dir", run / "st_full") == 0
     capsys.readouterr()
     interrupt_after_epochs(3)  # Ctrl-C with round 1's f_E done (2 epochs) and its f_A at epoch 1 of 2
@@ -274,62 +178,11 @@ def test_interrupted_selftrain_resumes_to_the_same_weights(run: Path, interrupt_
 
 
 def test_openworld_sets_novel_clips_aside(run: Path) -> None:
-    assert (
-        fgar(
-            "data",
-            "split",
-            "--index",
-            run / "index.json",
-            "--fraction",
-            "0.5",
-            "--seed",
-            "1",
-            "--known-classes",
-            "2",
-            "--out",
-            run / "ow_split.json",
-        )
-        == 0
-    )
-    assert (
-        fgar(
-            "fit-labeled",
-            "--index",
-            run / "index.json",
-            "--split",
-            run / "ow_split.json",
-            "--out-dir",
-            run / "ow_fit",
-            "--arch-e",
-            "small3d",
-            "--epochs-e",
-            "1",
-            "--epochs-a",
-            "1",
-            *CLIP,
-        )
-        == 0
-    )
-    assert (
-        fgar(
-            "openworld",
-            "--ckpt-a",
-            run / "ow_fit" / "A.pt",
-            "--ckpt-e",
-            run / "ow_fit" / "E.pt",
-            "--theta",
-            "0.3",
-            "--rounds",
-            "1",
-            "--epochs",
-            "1",
-            "--novel-threshold",
-            "0.5",
-            "--out-dir",
-            run / "ow",
-        )
-        == 0
-    )
+    split = ["--index", run / "index.json", "--fraction", "0.5", "--seed", "1", "--out", run / "ow_split.json"]
+    assert fgar("data", "split", *split, "--known-classes", "2") == 0
+    assert fit_labeled(run, run / "ow_split.json", run / "ow_fit") == 0
+    options = ["--theta", "0.3", "--rounds", "1", "--epochs", "1", "--novel-threshold", "0.5"]
+    assert fgar("openworld", *encoders(run, "ow_fit"), *options, "--out-dir", run / "ow") == 0
     metrics = json.loads((run / "ow" / "metrics.json").read_text())
     assert metrics["known_classes"] == 2 and metrics["novel_threshold"] == 0.5
     pl, _ = read_h5(run / "ow" / "round_1" / "pseudo.h5", "fgar.pseudo", 1)
@@ -345,7 +198,7 @@ def test_openworld_sets_novel_clips_aside(run: Path) -> None:
 
 
 def test_f_A_checkpoint_given_as_f_E(run: Path, capsys) -> None:
-    assert fgar("pseudolabel", "--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "A.pt") == 1
+    assert fgar("pseudolabel", "--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "A.pt") == 1  # f_A twice
     line = one_error_line(capsys.readouterr().err)
     assert "A.pt" in line and "'alignability' checkpoint, but a 'action' checkpoint is needed" in line
 
@@ -365,29 +218,14 @@ def test_class_sets_that_differ_between_checkpoints(run: Path, capsys) -> None:
 
 @pytest.mark.parametrize("theta", ["1.5", "-0.1"])
 def test_theta_outside_unit_interval(run: Path, theta: str, capsys) -> None:
-    assert (
-        fgar("pseudolabel", "--ckpt-a", run / "fit" / "A.pt", "--ckpt-e", run / "fit" / "E.pt", "--theta", theta) == 1
-    )
+    assert fgar("pseudolabel", *encoders(run), "--theta", theta) == 1
     assert "theta" in one_error_line(capsys.readouterr().err)
 
 
 def test_empty_unlabeled_split(run: Path, capsys) -> None:
     assert fgar("data", "split", "--index", run / "index.json", "--fraction", "1.0", "--out", run / "all.json") == 0
     capsys.readouterr()
-    assert (
-        fgar(
-            "pseudolabel",
-            "--ckpt-a",
-            run / "fit" / "A.pt",
-            "--ckpt-e",
-            run / "fit" / "E.pt",
-            "--split",
-            run / "all.json",
-            "--out-dir",
-            run / "pl_empty",
-        )
-        == 1
-    )
+    assert fgar("pseudolabel", *encoders(run), "--split", run / "all.json", "--out-dir", run / "pl_empty") == 1
     assert "unlabeled split is empty" in one_error_line(capsys.readouterr().err)
     assert not (run / "pl_empty" / "pseudo.h5").exists()
 
@@ -395,58 +233,23 @@ def test_empty_unlabeled_split(run: Path, capsys) -> None:
 def test_gallery_missing_a_class(run: Path, collab: Path, capsys) -> None:
     data, _ = read_h5(collab / "gallery.h5", "fgar.gallery", 1)
     keep = data["labels"] != 2
-    write_h5(
-        run / "gallery_no2.h5",
-        "fgar.gallery",
-        1,
-        {
-            "embeddings": data["embeddings"][keep],
-            "labels": data["labels"][keep],
-            "video_ids": list(data["video_ids"][keep]),
-            "class_names": list(data["class_names"]),
-        },
-    )
-    assert (
-        fgar(
-            "pseudolabel",
-            "--ckpt-a",
-            run / "fit" / "A.pt",
-            "--ckpt-e",
-            run / "fit" / "E.pt",
-            "--gallery",
-            run / "gallery_no2.h5",
-            "--out-dir",
-            run / "pl_bad",
-        )
-        == 1
-    )
+    kept = {key: data[key][keep] for key in ("embeddings", "labels")}
+    names = {"video_ids": list(data["video_ids"][keep]), "class_names": list(data["class_names"])}
+    write_h5(run / "gallery_no2.h5", "fgar.gallery", 1, {**kept, **names})
+    options = ["--gallery", run / "gallery_no2.h5", "--out-dir", run / "pl_bad"]
+    assert fgar("pseudolabel", *encoders(run), *options) == 1
     line = one_error_line(capsys.readouterr().err)
     assert "gallery_no2.h5" in line and "no member of class" in line
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(run: Path, nan_loss_in, capsys) -> None:
-    def fit(out: Path, epochs: str) -> int:
-        return fgar(
-            "fit-labeled",
-            "--index",
-            run / "index.json",
-            "--split",
-            run / "split.json",
-            "--out-dir",
-            out,
-            "--arch-e",
-            "small3d",
-            "--epochs-e",
-            epochs,
-            "--epochs-a",
-            "0",
-            *CLIP,
-        )
+    def fit(out: Path, epochs: int) -> int:
+        return fit_labeled(run, run / "split.json", out, epochs, 0)
 
-    assert fit(run / "nan_ref", "1") == 0  # what epoch 1 gives (the learning rate of epoch 1 is the same)
+    assert fit(run / "nan_ref", 1) == 0  # what epoch 1 gives (the learning rate of epoch 1 is the same)
     capsys.readouterr()
     nan_loss_in("f_E labeled 2/2")
-    assert fit(run / "nan", "2") == 1
+    assert fit(run / "nan", 2) == 1
     line = one_error_line(capsys.readouterr().err)
     assert "loss became nan" in line and "E_last.pt" in line
     assert not (run / "nan" / "E.pt").exists()

@@ -128,8 +128,9 @@ def _signatures(float_type):
 @pytest.mark.parametrize("cc", [(8, 0), (9, 0)])
 def test_every_kernel_compiles_to_ptx_without_double_precision(cc) -> None:
     cuda = _compile_ptx_or_skip()
-    from fgar_cli.kernels import cuda as kc
     from numba import float32, float64
+
+    from fgar_cli.kernels import cuda as kc
 
     for name, signature in _signatures(float32).items():
         kernel = getattr(kc.kernels_for(np.float32), name)

@@ -11,11 +11,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import Cli
 
 from fgar_cli.data import synth
 from fgar_cli.data.adapters import read_dataset
 from fgar_cli.data.video import count_frames, read_frames
+
+from conftest import Cli
 
 TINY = {"classes": 3, "videos_per_class": 2, "frames": 24, "size": 32}
 REPO = Path(__file__).resolve().parents[1]

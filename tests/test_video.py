@@ -8,11 +8,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from helpers import frame_ids, write_frame_folder, write_video
 
 from fgar_cli.data import video
 from fgar_cli.data.video import VideoDecodeError, count_frames, probe_video, read_frames
 from fgar_cli.errors import FgarError
+
+from helpers import frame_ids, write_frame_folder, write_video
 
 HAVE_DECORD = importlib.util.find_spec("decord") is not None
 

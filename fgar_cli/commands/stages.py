@@ -54,6 +54,14 @@ EPOCHS = Opt("--epochs", "epochs", "Epochs per round for each encoder (max_epoch
 LR_E = Opt("--lr-e", "lr_e", "f_E's learning rate (default: the one it was trained with).")
 LR_A = Opt("--lr-a", "lr_a", "f_A's learning rate (default: the one it was trained with).")
 
+# Options that come in groups.
+DATA = (INDEX, SPLIT)
+STORED_DATA = (STORED_INDEX, STORED_SPLIT)
+CLIP = (NUM_FRAMES, SIZE)
+PROCESS = (DEVICE, SEED)
+ENCODERS = (CKPT_A, CKPT_E)
+CLASSIFIER = (THETA, TAU, RHO)
+
 
 def print_summary(title: str, summary: dict[str, Any]) -> None:
     table = Table(title=title, show_header=False)
@@ -71,22 +79,19 @@ def print_summary(title: str, summary: dict[str, Any]) -> None:
     PretrainConfig,
     "pretrain",
     [
-        INDEX,
-        SPLIT,
+        *DATA,
         Opt("--out-dir", "out_dir", "Run folder; A0.pt goes here."),
         Opt("--epochs", "training.epochs", "GITDL epochs."),
         Opt("--batch-size", "training.batch_size", "Videos per batch."),
         Opt("--lr", "training.lr", "Learning rate."),
-        NUM_FRAMES,
-        SIZE,
+        *CLIP,
         Opt("--backbone-a", "alignability.backbone", "f_A's per-frame 2D CNN."),
         Opt(
             "--cross-video-negatives/--intra-video-only",
             "loss.cross_video_negatives",
             "Other videos' frames as negatives.",
         ),
-        DEVICE,
-        SEED,
+        *PROCESS,
         RESUME,
     ],
 )
@@ -104,8 +109,7 @@ def pretrain(cfg: PretrainConfig) -> None:
     FitLabeledConfig,
     "fit_labeled",
     [
-        INDEX,
-        SPLIT,
+        *DATA,
         Opt("--out-dir", "out_dir", "Run folder; E.pt and A.pt go here."),
         Opt("--init-a", "init_a", "Start f_A from this pretrain checkpoint (A0.pt)."),
         Opt("--init-e", "init_e", "Start f_E from this weights file (e.g. self-supervised weights)."),
@@ -119,10 +123,8 @@ def pretrain(cfg: PretrainConfig) -> None:
         Opt("--gamma", "alignability_loss.gamma", "Soft-DTW smoothing."),
         Opt("--margin", "alignability_loss.margin", "Triplet margin m."),
         Opt("--omega", "alignability_loss.omega", "Weight of the score loss L_Score."),
-        NUM_FRAMES,
-        SIZE,
-        DEVICE,
-        SEED,
+        *CLIP,
+        *PROCESS,
         RESUME,
     ],
 )
@@ -140,18 +142,13 @@ def fit_labeled(cfg: FitLabeledConfig) -> None:
     PseudoLabelConfig,
     "pseudolabel",
     [
-        CKPT_A,
-        CKPT_E,
-        THETA,
-        TAU,
-        RHO,
+        *ENCODERS,
+        *CLASSIFIER,
         SOURCE,
         Opt("--gallery", "gallery", "Reuse this gallery.h5 instead of embedding the labeled set."),
-        STORED_INDEX,
-        STORED_SPLIT,
+        *STORED_DATA,
         Opt("--out-dir", "out_dir", "Where gallery.h5 and pseudo.h5 go (default: beside --ckpt-e)."),
-        DEVICE,
-        SEED,
+        *PROCESS,
     ],
 )
 def pseudolabel(cfg: PseudoLabelConfig) -> None:
@@ -168,21 +165,16 @@ def pseudolabel(cfg: PseudoLabelConfig) -> None:
     SelfTrainConfig,
     "selftrain",
     [
-        CKPT_A,
-        CKPT_E,
+        *ENCODERS,
         Opt("--out-dir", "out_dir", "Run folder: round_K/{pseudo.h5,E.pt,A.pt}, E.pt, A.pt."),
         ROUNDS,
         EPOCHS,
-        THETA,
-        TAU,
-        RHO,
+        *CLASSIFIER,
         SOURCE,
         LR_E,
         LR_A,
-        STORED_INDEX,
-        STORED_SPLIT,
-        DEVICE,
-        SEED,
+        *STORED_DATA,
+        *PROCESS,
         RESUME,
     ],
 )
@@ -208,10 +200,8 @@ def selftrain(cfg: SelfTrainConfig) -> None:
         Opt("--subset", "subset", "Which part of the split to evaluate."),
         TAU,
         RHO,
-        STORED_INDEX,
-        STORED_SPLIT,
-        DEVICE,
-        SEED,
+        *STORED_DATA,
+        *PROCESS,
     ],
 )
 def evaluate(cfg: EvaluateConfig) -> None:
@@ -236,8 +226,7 @@ def evaluate(cfg: EvaluateConfig) -> None:
     OpenWorldConfig,
     "openworld",
     [
-        CKPT_A,
-        CKPT_E,
+        *ENCODERS,
         Opt("--out-dir", "out_dir", "Run folder."),
         Opt(
             "--novel-threshold",
@@ -251,13 +240,9 @@ def evaluate(cfg: EvaluateConfig) -> None:
         ),
         ROUNDS,
         EPOCHS,
-        THETA,
-        TAU,
-        RHO,
-        STORED_INDEX,
-        STORED_SPLIT,
-        DEVICE,
-        SEED,
+        *CLASSIFIER,
+        *STORED_DATA,
+        *PROCESS,
         RESUME,
     ],
 )
