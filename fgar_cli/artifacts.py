@@ -1,22 +1,20 @@
-"""Artifacts: atomic file writes, HDF5 files with a schema and provenance, and checkpoints.
+"""Artifacts: JSON and HDF5 files with a schema and provenance, written atomically (`fgar_cli.files`).
 
 Every HDF5 artifact carries root attributes `schema`, `schema_version`, `created_by` (fgar
 version), `git_hash`, `config` (JSON of the resolved config) and `inputs` (JSON mapping each
-input file to its sha256). Files are written to a temporary name in the same folder and renamed
-into place, so a crash never leaves a half-written artifact under the final name.
-
-Checkpoints are written through `atomic_path` too; what they hold is `fgar_cli.checkpoints`.
+input file to its sha256). An HDF5 file is built in memory and written with one atomic write, so a
+crash or a full disk never leaves a half-written artifact under the final name. Checkpoints are
+`fgar_cli.checkpoints`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import io
 import json
-import os
+import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,29 +22,13 @@ import numpy as np
 
 from fgar_cli import __version__
 from fgar_cli.errors import FgarError
+from fgar_cli.files import atomic_path, atomic_write_bytes, os_error
 
 # --------------------------------------------------------------------------- atomic writes
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | Path, payload: Any) -> None:
@@ -68,9 +50,12 @@ def _json_default(obj: Any) -> Any:
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    except OSError as exc:
+        raise os_error(path, exc, "cannot read") from None
     return h.hexdigest()
 
 
@@ -115,20 +100,21 @@ def write_h5(
     """Write an HDF5 artifact atomically. Strings (and lists of str) become UTF-8 string datasets."""
     import h5py
 
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["schema"] = schema
-            f.attrs["schema_version"] = version
-            for key, value in provenance(config, inputs).items():
-                f.attrs[key] = value
-            for key, value in (attrs or {}).items():
-                f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
-            for name, data in datasets.items():
-                arr = _to_numpy(data)
-                if arr.dtype.kind in "UO":
-                    f.create_dataset(name, data=arr.astype(object), dtype=h5py.string_dtype("utf-8"))
-                else:
-                    f.create_dataset(name, data=arr)
+    buffer = io.BytesIO()  # built in memory: HDF5 itself never writes to the disk (see fgar_cli.files)
+    with h5py.File(buffer, "w") as f:
+        f.attrs["schema"] = schema
+        f.attrs["schema_version"] = version
+        for key, value in provenance(config, inputs).items():
+            f.attrs[key] = value
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+        for name, data in datasets.items():
+            arr = _to_numpy(data)
+            if arr.dtype.kind in "UO":
+                f.create_dataset(name, data=arr.astype(object), dtype=h5py.string_dtype("utf-8"))
+            else:
+                f.create_dataset(name, data=arr)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _to_numpy(data: Any) -> np.ndarray:
@@ -154,10 +140,14 @@ def read_h5(
 
     p = Path(path)
     if not p.is_file():
-        raise FgarError(f"{p}: file not found")
+        raise FgarError(f"{p}: {'is a folder, not a file' if p.is_dir() else 'file not found'}")
     try:
         f = h5py.File(p, "r")
     except OSError:
+        try:
+            p.open("rb").close()
+        except OSError as exc:
+            raise os_error(p, exc, "cannot read") from None
         raise FgarError(f"{p}: not a readable HDF5 file") from None
     with f:
         found = _attr_str(f.attrs.get("schema"))
@@ -204,7 +194,10 @@ def _attr_str(value: Any) -> str:
 
 def atomic_copy(src: str | Path, dst: str | Path) -> None:
     """Copy a file so that `dst` is either the old file or the complete new one."""
-    import shutil
-
     with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
+        try:
+            shutil.copyfile(src, tmp)
+        except OSError as exc:
+            if not Path(src).is_file():
+                raise os_error(src, exc, "cannot read") from None
+            raise

@@ -19,6 +19,7 @@ rebuild the model and the recipe and check them against each other and against t
 
 from __future__ import annotations
 
+import io
 import pickle
 import re
 from collections.abc import Mapping
@@ -27,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from fgar_cli import __version__
-from fgar_cli.artifacts import atomic_path
 from fgar_cli.config import (
     ActionEncoderConfig,
     ActionRecipe,
@@ -38,10 +39,12 @@ from fgar_cli.config import (
     AlignabilityRecipe,
     Config,
     DataPaths,
+    problems,
     validate,
 )
 from fgar_cli.data.run_data import RunData
 from fgar_cli.errors import FgarError
+from fgar_cli.files import atomic_write_bytes, os_error
 from fgar_cli.models import (
     ActionEncoder,
     AlignabilityEncoder,
@@ -61,20 +64,29 @@ def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> None:
     """Save a checkpoint dict atomically, stamped with the format name and version."""
     full = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "created_by": __version__}
     full.update(payload)
-    with atomic_path(path) as tmp:
-        torch.save(full, tmp)
+    buffer = io.BytesIO()  # serialised in memory: torch never writes to the disk itself (fgar_cli.files)
+    torch.save(full, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | Path, kind: EncoderKind | None = None) -> dict[str, Any]:
     """Load a checkpoint with `weights_only=True`; check its format and (optionally) its kind."""
     p = Path(path)
     if not p.is_file():
-        raise FgarError(f"{p}: checkpoint not found")
+        raise FgarError(f"{p}: {'is a folder, not a checkpoint' if p.is_dir() else 'checkpoint not found'}")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+    except OSError as exc:
+        raise os_error(p, exc, "cannot read the checkpoint") from None
+    except pickle.UnpicklingError:
+        # weights_only refused a global: the file holds Python objects beyond tensors and containers
+        raise FgarError(
+            f"{p}: not a checkpoint fgar can load safely (it holds Python objects other than tensors, "
+            "numbers, strings and containers; fgar never unpickles code)"
+        ) from None
+    except (RuntimeError, EOFError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FgarError(f"{p}: not a loadable fgar checkpoint ({first[:160]})") from None
+        raise FgarError(f"{p}: not a loadable fgar checkpoint (truncated or not a torch file: {first[:120]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise FgarError(f"{p}: not an fgar checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
     if ckpt.get("format_version") != CHECKPOINT_VERSION:
@@ -167,30 +179,56 @@ class AlignabilityCheckpoint:
     recipe: AlignabilityRecipe
 
 
+def _check_payload(ckpt: Mapping[str, Any], path: str, recipe_type: type[Config]) -> Config:
+    """Every problem of a checkpoint's payload in one line; returns its recipe, validated."""
+    found: list[str] = []
+    if not isinstance(ckpt.get("arch"), Mapping):
+        found.append("no architecture ('arch' must be a mapping)")
+    state = ckpt.get("state_dict")
+    if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        found.append("no weights ('state_dict' must map parameter names to tensors)")
+    if not isinstance(ckpt.get("config"), Mapping):
+        found.append("no config ('config' must be a mapping of options)")
+    names = ckpt.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        found.append("no class names ('class_names' must be a list of names)")
+    if ckpt.get("kind") == EncoderKind.ACTION and not isinstance(ckpt.get("num_classes"), int):
+        found.append("no 'num_classes'")
+    recipe = None
+    try:
+        recipe = recipe_type.model_validate(ckpt.get("recipe"))
+    except ValidationError as exc:
+        found += problems(exc, prefix="recipe.")
+    if found:
+        raise FgarError(f"{path}: not a valid {ckpt.get('kind')} checkpoint: {'; '.join(found)}")
+    assert recipe is not None
+    return recipe
+
+
 def load_action(path: str) -> ActionCheckpoint:
-    """An f_E checkpoint from fit-labeled or selftrain, rebuilt and checked."""
+    """An f_E checkpoint from fit-labeled or selftrain, checked whole, then rebuilt."""
     ckpt = load_checkpoint(path, kind=EncoderKind.ACTION)
+    recipe = _check_payload(ckpt, path, ActionRecipe)
     model = build_model(ckpt, path)
-    assert isinstance(model, ActionEncoder)
-    names = _class_names(ckpt, path)
+    assert isinstance(model, ActionEncoder) and isinstance(recipe, ActionRecipe)
+    names = list(ckpt["class_names"])
     if len(names) != model.num_classes:
         raise FgarError(f"{path}: {len(names)} class names for a classifier of {model.num_classes} classes")
-    return ActionCheckpoint(path, model, names, validate(ActionRecipe, ckpt.get("recipe"), path))
+    return ActionCheckpoint(path, model, names, recipe)
 
 
 def load_alignability(path: str) -> AlignabilityCheckpoint:
-    """An f_A checkpoint from fit-labeled or selftrain (one that knows the classes), rebuilt and checked."""
+    """An f_A checkpoint from fit-labeled or selftrain (one that knows the classes), checked whole, then rebuilt."""
     ckpt = load_checkpoint(path, kind=EncoderKind.ALIGNABILITY)
-    if not ckpt.get("class_names"):
+    if ckpt.get("class_names") == []:
         raise FgarError(
             f"{path}: this f_A checkpoint has no class set (a pretrain checkpoint?); "
             "pass the A.pt written by fit-labeled"
         )
+    recipe = _check_payload(ckpt, path, AlignabilityRecipe)
     model = build_model(ckpt, path)
-    assert isinstance(model, AlignabilityEncoder)
-    return AlignabilityCheckpoint(
-        path, model, _class_names(ckpt, path), validate(AlignabilityRecipe, ckpt.get("recipe"), path)
-    )
+    assert isinstance(model, AlignabilityEncoder) and isinstance(recipe, AlignabilityRecipe)
+    return AlignabilityCheckpoint(path, model, list(ckpt["class_names"]), recipe)
 
 
 def load_alignability_weights(path: str) -> AlignabilityEncoder:
@@ -198,13 +236,6 @@ def load_alignability_weights(path: str) -> AlignabilityEncoder:
     model = build_model(load_checkpoint(path, kind=EncoderKind.ALIGNABILITY), path)
     assert isinstance(model, AlignabilityEncoder)
     return model
-
-
-def _class_names(ckpt: Mapping[str, Any], path: str) -> list[str]:
-    names = ckpt.get("class_names")
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise FgarError(f"{path}: 'class_names' must be a list of class names")
-    return names
 
 
 @dataclass

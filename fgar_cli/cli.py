@@ -2,8 +2,9 @@
 
 This module registers the commands that live in `fgar_cli.commands`; each command parses its
 options into a config, calls one function, and prints a summary. Every user-facing failure is an
-`FgarError`, printed as one line (`error: FILE: what is wrong`) with exit code 1; nothing here
-catches more than that, so real bugs still show their traceback.
+`FgarError`, printed as one line (`error: FILE: what is wrong`) with exit code 1; an interruption
+(Ctrl-C, SIGTERM) is one line saying what was kept, with exit code 130 (`fgar_cli.interrupts`).
+Nothing here catches more than that, so real bugs still show their traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import typer
 from fgar_cli import __version__
 from fgar_cli.commands import data, stages, summary, synth
 from fgar_cli.errors import FgarError
+from fgar_cli.interrupts import EXIT_CODE, Interrupted
 
 app = typer.Typer(
     name="fgar",
@@ -57,10 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     except FgarError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        # Every epoch and artifact is already on disk; nothing is lost.
-        typer.secho("interrupted: rerun the same command with --resume to continue", fg=typer.colors.YELLOW, err=True)
-        sys.exit(130)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        message = str(exc) if isinstance(exc, Interrupted) else Interrupted().args[0]
+        typer.secho(message if message.startswith("interrupted") else f"interrupted: {message}", err=True)
+        sys.exit(EXIT_CODE)
 
 
 if __name__ == "__main__":

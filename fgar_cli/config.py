@@ -34,13 +34,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fgar_cli.errors import FgarError
+from fgar_cli.files import read_text
 
 
 class Config(BaseModel):
-    """Base of every config part: unknown keys are errors (a typo must not pass silently), and a
-    config never changes once built (`model_copy(update=...)` makes a changed one)."""
+    """Base of every config part: unknown keys are errors (a typo must not pass silently), NaN and
+    infinity are refused, and a config never changes once built (`model_copy(update=...)` makes a
+    changed one)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 C = TypeVar("C", bound=Config)
@@ -250,8 +252,9 @@ class PretrainConfig(Config):
     training: GitdlTraining = GitdlTraining()
     loss: GitdlLoss = GitdlLoss()
     run: RunConfig = RunConfig()
-    out_dir: str = Field("runs/fgar", description="run folder; A0.pt goes here")
+    out_dir: str = Field("runs/fgar/pretrain", description="run folder; A0.pt goes here")
     resume: bool = Field(False, description="continue from the last checkpoint in out_dir")
+    force: bool = Field(False, description="replace the run in out_dir, or resume it with other options")
 
 
 class FitLabeledConfig(Config):
@@ -267,8 +270,9 @@ class FitLabeledConfig(Config):
     init_e: str | None = Field(None, description="weights file to start f_E from (e.g. self-supervised weights)")
     init_a: str | None = Field(None, description="f_A checkpoint from pretrain (its architecture wins)")
     run: RunConfig = RunConfig()
-    out_dir: str = Field("runs/fgar", description="run folder; E.pt and A.pt go here")
+    out_dir: str = Field("runs/fgar/fit", description="run folder; E.pt and A.pt go here")
     resume: bool = Field(False, description="continue from the last checkpoints in out_dir")
+    force: bool = Field(False, description="replace the run in out_dir, or resume it with other options")
 
 
 class PseudoLabelConfig(Config):
@@ -299,6 +303,7 @@ class SelfTrainConfig(Config):
     run: RunConfig = RunConfig()
     out_dir: str = Field("runs/fgar/selftrain", description="run folder: round_K/ and the final E.pt, A.pt")
     resume: bool = Field(False, description="continue after the last finished epoch in out_dir")
+    force: bool = Field(False, description="replace the run in out_dir, or resume it with other options")
 
 
 class EvaluateConfig(Config):
@@ -322,6 +327,20 @@ class OpenWorldConfig(SelfTrainConfig):
 
 
 STAGE_SECTIONS = ("pretrain", "fit_labeled", "pseudolabel", "selftrain", "evaluate", "openworld")
+PATH_FIELDS = ("ckpt_e", "ckpt_a", "init_e", "init_a", "gallery", "out_dir")
+
+
+def with_absolute_paths(cfg: C, data: DataPaths | None = None) -> C:
+    """`cfg` with every file path absolute (and `data` in place of its data paths), so that the
+    record of a run means the same from any working folder."""
+    update: dict[str, Any] = {
+        name: str(Path(value).resolve())
+        for name in PATH_FIELDS
+        if isinstance(value := getattr(cfg, name, None), str) and value
+    }
+    if data is not None and hasattr(cfg, "data"):
+        update["data"] = data
+    return cfg.model_copy(update=update)
 
 
 # --------------------------------------------------------------------------- loading
@@ -330,9 +349,7 @@ STAGE_SECTIONS = ("pretrain", "fit_labeled", "pseudolabel", "selftrain", "evalua
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML, TOML or JSON config file into a dict."""
     p = Path(path)
-    if not p.is_file():
-        raise FgarError(f"{p}: config file not found")
-    text = p.read_text(encoding="utf-8")
+    text = read_text(p, "config file")
     try:
         if p.suffix == ".toml":
             data = tomllib.loads(text)
@@ -396,7 +413,9 @@ def validate(model: type[C], values: Mapping[str, Any], source: str) -> C:
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise FgarError(f"{source}: invalid {model.__name__} ({problems})") from None
+        raise FgarError(f"{source}: invalid {model.__name__} ({'; '.join(problems(exc))})") from None
+
+
+def problems(exc: ValidationError, prefix: str = "") -> list[str]:
+    """Each validation error as `dotted.field: what is wrong`."""
+    return [f"{prefix}{'.'.join(str(x) for x in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()]

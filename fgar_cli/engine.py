@@ -21,6 +21,7 @@ from fgar_cli.checkpoints import CheckpointRecord, load_checkpoint, model_fields
 from fgar_cli.config import Optimization
 from fgar_cli.data.batches import EpochBatches
 from fgar_cli.errors import FgarError
+from fgar_cli.interrupts import Interrupted
 from fgar_cli.objectives import Step
 from fgar_cli.progress import console, progress_bar
 from fgar_cli.runtime import to_device
@@ -124,10 +125,9 @@ def fit(
             metrics = train_one_epoch(
                 model, batches.for_epoch(epoch), optimizer, step, device, f"{description} {epoch}/{optim.epochs}"
             )
-        except KeyboardInterrupt:
-            raise FgarError(
-                f"interrupted in epoch {epoch}; {last_path} keeps epoch {epoch - 1}: rerun with --resume"
-            ) from None
+        except (Interrupted, KeyboardInterrupt):
+            kept = f"{last_path} keeps epoch {epoch - 1}" if last_path.exists() else "no epoch of it was finished"
+            raise Interrupted(f"interrupted in epoch {epoch} of {description}; {kept}: rerun with --resume") from None
         except NonFiniteLoss as exc:
             kept = f"; the last good checkpoint is {last_path}" if last_path.exists() else ""
             raise FgarError(f"{description} {epoch}/{optim.epochs}: {exc} (lower the learning rate?){kept}") from None

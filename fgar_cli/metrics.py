@@ -56,7 +56,7 @@ def save_confusion_png(confusion: np.ndarray, class_names: list[str], path: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fgar_cli.artifacts import atomic_path
+    from fgar_cli.files import atomic_path
 
     C = len(class_names)
     size = max(4.0, 0.35 * C + 2)

@@ -26,6 +26,7 @@ from fgar_cli.data.splits import (
     split_summary,
 )
 from fgar_cli.errors import FgarError
+from fgar_cli.files import check_output_file, read_bytes
 
 data_app = typer.Typer(
     help="Dataset indexes, label splits and a viewer for fgar files.",
@@ -67,12 +68,16 @@ def index_command(
     ),
     out: Path = typer.Option(..., "--out", help="Index JSON to write."),
     strict: bool = typer.Option(False, "--strict", help="Fail when any video cannot be read."),
+    allow_outside_root: bool = typer.Option(
+        False, "--allow-outside-root", help="Index videos that the annotations place outside --root."
+    ),
 ) -> None:
     """Read a dataset's annotations, decode every video to count its frames, write an index.
 
     Unreadable videos (missing, empty, truncated, no frames in range) are skipped and listed.
     """
-    index = read_dataset(fmt.value, root, annotations, classes)
+    check_output_file(out)  # before every video is opened, not after
+    index = read_dataset(fmt.value, root, annotations, classes, allow_outside_root)
     index = _measure_with_progress(index)
     for skip in index.skipped:
         console.print(f"skipped {skip['path']}: {skip['reason']}", soft_wrap=True, markup=False)
@@ -133,6 +138,8 @@ def split_command(
     """Choose the labeled videos per class (at least one each); the rest of train is unlabeled."""
     check_fraction(fraction)
     jobs = _split_jobs(seed, out, seeds, out_dir, fraction)
+    for _, job_out in jobs:
+        check_output_file(job_out)
     index = load_index(index_path)
     digest = sha256_file(index_path)
     for job_seed, job_out in jobs:
@@ -183,10 +190,7 @@ def inspect_command(
     file: Path = typer.Argument(..., help="An index or split JSON, an HDF5 artifact or a .pt checkpoint."),
 ) -> None:
     """Summarise any fgar file: index, split, HDF5 artifact (gallery, pseudo, predictions) or checkpoint."""
-    if not file.is_file():
-        raise FgarError(f"{file}: file not found")
-    with open(file, "rb") as f:
-        head = f.read(8)
+    head = read_bytes(file, limit=8)
     if head == b"\x89HDF\r\n\x1a\n":
         _inspect_h5(file)
     elif head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):  # torch zip, or legacy pickle

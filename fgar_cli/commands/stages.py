@@ -34,7 +34,8 @@ NUM_FRAMES = Opt("--num-frames", "clip.num_frames", "Frames per clip, T.")
 SIZE = Opt("--size", "clip.size", "Square crop size in pixels.")
 DEVICE = Opt("--device", "run.device", "auto, cpu, cuda or cuda:N.")
 SEED = Opt("--seed", "run.seed", "Random seed.")
-RESUME = Opt("--resume/--no-resume", "resume", "Continue from the last checkpoint in --out-dir.")
+RESUME = Opt("--resume/--no-resume", "resume", "Continue the run in --out-dir from its last checkpoint.")
+FORCE = Opt("--force/--no-force", "force", "Replace the run in --out-dir, or resume it with other options.")
 CKPT_A = Opt("--ckpt-a", "ckpt_a", "f_A checkpoint (A.pt from fit-labeled or selftrain).")
 CKPT_E = Opt("--ckpt-e", "ckpt_e", "f_E checkpoint (E.pt from fit-labeled or selftrain).")
 THETA = Opt("--theta", "pseudo_labeling.theta", "Confidence a clip needs to get a pseudo-label, in [0, 1].")
@@ -93,6 +94,7 @@ def print_summary(title: str, summary: dict[str, Any]) -> None:
         ),
         *PROCESS,
         RESUME,
+        FORCE,
     ],
 )
 def pretrain(cfg: PretrainConfig) -> None:
@@ -126,6 +128,7 @@ def pretrain(cfg: PretrainConfig) -> None:
         *CLIP,
         *PROCESS,
         RESUME,
+        FORCE,
     ],
 )
 def fit_labeled(cfg: FitLabeledConfig) -> None:
@@ -176,6 +179,7 @@ def pseudolabel(cfg: PseudoLabelConfig) -> None:
         *STORED_DATA,
         *PROCESS,
         RESUME,
+        FORCE,
     ],
 )
 def selftrain(cfg: SelfTrainConfig) -> None:
@@ -244,6 +248,7 @@ def evaluate(cfg: EvaluateConfig) -> None:
         *STORED_DATA,
         *PROCESS,
         RESUME,
+        FORCE,
     ],
 )
 def openworld(cfg: OpenWorldConfig) -> None:

@@ -25,6 +25,7 @@ Adapters only read annotations; `measure_entries` then decodes every video to co
 from __future__ import annotations
 
 import csv
+import io
 import numbers
 import re
 from collections.abc import Callable, Iterable
@@ -35,6 +36,7 @@ from typing import Any
 from fgar_cli.data.index import DatasetIndex, VideoEntry, read_json
 from fgar_cli.data.safe_pickle import load_pickle
 from fgar_cli.errors import FgarError
+from fgar_cli.files import read_text
 
 FORMATS = ("diving48", "finegym", "finediving", "list", "folder")
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv"}
@@ -46,8 +48,12 @@ def read_dataset(
     root: str | Path,
     annotations: list[Path] | None = None,
     classes_file: str | Path | None = None,
+    allow_outside_root: bool = False,
 ) -> DatasetIndex:
-    """Read a dataset's annotations into an index whose `num_frames` are still -1 (not counted)."""
+    """Read a dataset's annotations into an index whose `num_frames` are still -1 (not counted).
+
+    Every video must lie inside `root` (an annotation naming `../../elsewhere` is refused) unless
+    `allow_outside_root`."""
     root_path = Path(root)
     if not root_path.is_dir():
         raise FgarError(f"{root_path}: dataset root folder not found")
@@ -68,6 +74,8 @@ def read_dataset(
     if not index.entries:
         raise FgarError(f"{root_path}: the annotations list no videos")
     _check_unique_ids(index)
+    index.allow_outside_root = allow_outside_root
+    index.check_inside_root(", ".join(map(str, annotations)) or root_path)
     return index
 
 
@@ -220,7 +228,7 @@ def _finegym_categories_path(root: Path, first_list: Path, prefix: str) -> Path:
 def read_finegym_categories(path: Path) -> list[str]:
     """`Clabel: 0; set: 1; Glabel: 1; (VT) round-off ...` lines -> class names indexed by Clabel."""
     names: dict[int, str] = {}
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(read_text(path, "annotation file").splitlines(), start=1):
         if not line.strip():
             continue
         fields = [f.strip() for f in line.split(";", 3)]
@@ -238,7 +246,7 @@ def read_finegym_categories(path: Path) -> list[str]:
 
 def _read_pairs(path: Path) -> Iterable[tuple[int, str, str]]:
     """Lines `<element_id> <label>` -> (line number, element id, label text)."""
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(read_text(path, "annotation file").splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -311,7 +319,7 @@ def read_classes_file(path: str | Path) -> list[str]:
         raise FgarError(f"{p}: expected a JSON list of class names or a {{name: id}} mapping")
     if not p.is_file():
         raise FgarError(f"{p}: classes file not found")
-    names = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in read_text(p, "classes file").splitlines() if line.strip()]
     if len(set(names)) != len(names):
         raise FgarError(f"{p}: a class name appears twice")
     return names
@@ -340,7 +348,7 @@ def read_lists(root: Path, annotations: list[Path], classes_file: str | Path | N
 
 def _read_list(path: Path) -> list[tuple[str, str, str, str]]:
     rows, subset = [], subset_of(path.stem)
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(read_text(path, "annotation file").splitlines(), start=1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue
@@ -354,8 +362,8 @@ _CSV_PATH_COLUMNS = ("path", "video", "filename", "file", "video_path")
 
 
 def _read_csv(path: Path) -> list[tuple[str, str, str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        table = [(n, r) for n, r in enumerate(csv.reader(f), start=1) if any(c.strip() for c in r)]
+    lines = io.StringIO(read_text(path, "annotation file"), newline="")
+    table = [(n, r) for n, r in enumerate(csv.reader(lines), start=1) if any(c.strip() for c in r)]
     if not table:
         return []
     header = [c.strip().lower() for c in table[0][1]]

@@ -12,11 +12,13 @@ of frames that actually decode (container headers lie; docs/DATA.md). `subset` i
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fgar_cli.errors import FgarError
+from fgar_cli.files import read_text
 
 INDEX_SCHEMA = "fgar.index"
 INDEX_VERSION = 1
@@ -40,11 +42,25 @@ class DatasetIndex:
     class_names: list[str]
     entries: list[VideoEntry]
     skipped: list[dict[str, str]] = field(default_factory=list)
+    allow_outside_root: bool = False  # entries may point outside `root` (the user asked for it)
 
     def resolve(self, entry: VideoEntry) -> Path:
         """Absolute path of an entry's video or frame folder."""
         p = Path(entry.path)
         return p if p.is_absolute() else Path(self.root) / p
+
+    def check_inside_root(self, where: str | Path) -> None:
+        """Every entry's path lies inside `root` (judged on the names, `..` included), unless allowed."""
+        if self.allow_outside_root:
+            return
+        root = os.path.normpath(os.path.abspath(self.root))
+        for entry in self.entries:
+            target = os.path.normpath(os.path.abspath(self.resolve(entry)))
+            if os.path.commonpath([root, target]) != root:
+                raise FgarError(
+                    f"{where}: video '{entry.id}' lies outside the dataset root {root} ({entry.path}); "
+                    "pass --allow-outside-root to index it anyway"
+                )
 
     def by_id(self) -> dict[str, VideoEntry]:
         return {e.id: e for e in self.entries}
@@ -64,6 +80,7 @@ def save_index(index: DatasetIndex, path: str | Path) -> None:
         "class_names": index.class_names,
         "entries": [asdict(e) for e in index.entries],
         "skipped": index.skipped,
+        "allow_outside_root": index.allow_outside_root,
     }
     atomic_write_text(path, json.dumps(payload, indent=1))
 
@@ -77,31 +94,57 @@ def load_index(path: str | Path) -> DatasetIndex:
             f"{path}: index schema_version {data.get('schema_version')} is not supported "
             f"(this fgar reads {INDEX_VERSION})"
         )
-    try:
-        entries = [VideoEntry(**e) for e in data["entries"]]
-        class_names = [str(c) for c in data["class_names"]]
-    except (KeyError, TypeError) as exc:
-        raise FgarError(f"{path}: malformed index entry ({exc})") from None
-    for e in entries:
-        if not 0 <= e.label < len(class_names):
-            raise FgarError(f"{path}: entry '{e.id}' has label {e.label} outside 0..{len(class_names) - 1}")
-    return DatasetIndex(
+    class_names = data.get("class_names")
+    if not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names):
+        raise FgarError(f"{path}: 'class_names' must be a list of class names")
+    raw = data.get("entries")
+    if not isinstance(raw, list):
+        raise FgarError(f"{path}: 'entries' must be a list of videos")
+    entries = [_entry(e, n, path, len(class_names)) for n, e in enumerate(raw)]
+    index = DatasetIndex(
         format=str(data.get("format", "")),
         root=str(data.get("root", "")),
         class_names=class_names,
         entries=entries,
         skipped=list(data.get("skipped", [])),
+        allow_outside_root=data.get("allow_outside_root") is True,
     )
+    index.check_inside_root(path)
+    return index
+
+
+_ENTRY_FIELDS = {"id": str, "path": str, "label": int, "start_frame": int, "end_frame": int, "num_frames": int}
+_REQUIRED = ("id", "path", "label")
+
+
+def _entry(raw: Any, n: int, path: str | Path, num_classes: int) -> VideoEntry:
+    """One index entry, type-checked: a wrong field is named with its entry, never a crash later."""
+    if not isinstance(raw, dict):
+        raise FgarError(f"{path}: entry {n} must be an object with id, path and label")
+    where = f"{path}: entry {n}" + (f" ('{raw['id']}')" if isinstance(raw.get("id"), str) else "")
+    unknown = sorted(set(raw) - set(_ENTRY_FIELDS) - {"subset"})
+    missing = [k for k in _REQUIRED if k not in raw]
+    if unknown or missing:
+        raise FgarError(
+            f"{where}: " + "; ".join([f"unknown field '{k}'" for k in unknown] + [f"no '{k}'" for k in missing])
+        )
+    for key, kind in _ENTRY_FIELDS.items():
+        value = raw.get(key)
+        if key in raw and (not isinstance(value, kind) or isinstance(value, bool)):
+            expected = "an integer" if kind is int else "a string"
+            raise FgarError(f"{where}: '{key}' must be {expected}, got {value!r}")
+    if raw.get("subset", "train") not in ("train", "test"):
+        raise FgarError(f"{where}: 'subset' must be 'train' or 'test', got {raw.get('subset')!r}")
+    if not 0 <= raw["label"] < num_classes:
+        raise FgarError(f"{where}: label {raw['label']} outside 0..{num_classes - 1}")
+    return VideoEntry(**raw)
 
 
 def read_json(path: str | Path) -> Any:
     """Read a JSON file; a missing or malformed file is a one-line FgarError."""
     p = Path(path)
-    if not p.is_file():
-        raise FgarError(f"{p}: file not found")
+    text = read_text(p)
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise FgarError(f"{p}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except UnicodeDecodeError:
-        raise FgarError(f"{p}: not a UTF-8 text file") from None

@@ -8,11 +8,13 @@ and numpy arrays/scalars; any other global is refused before it is imported or c
 from __future__ import annotations
 
 import importlib
+import io
 import pickle
 from pathlib import Path
 from typing import Any
 
 from fgar_cli.errors import FgarError
+from fgar_cli.files import read_bytes
 
 _BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "int", "float", "bool", "complex"}
 
@@ -64,9 +66,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def load_pickle(path: str | Path) -> Any:
     """Unpickle `path` allowing only plain data; anything else is a one-line FgarError."""
     p = Path(path)
-    if not p.is_file():
-        raise FgarError(f"{p}: file not found")
-    with open(p, "rb") as f:
+    with io.BytesIO(read_bytes(p, "annotation file")) as f:
         try:
             return _RestrictedUnpickler(f, p).load()
         except FgarError:

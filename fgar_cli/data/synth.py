@@ -95,8 +95,9 @@ import av
 import numpy as np
 
 from fgar_cli import __version__
-from fgar_cli.artifacts import atomic_path, atomic_write_json
+from fgar_cli.artifacts import atomic_write_json
 from fgar_cli.errors import FgarError
+from fgar_cli.files import atomic_path
 
 TRAIN_JSON = "Diving48_V2_train.json"
 TEST_JSON = "Diving48_V2_test.json"

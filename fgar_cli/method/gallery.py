@@ -69,7 +69,9 @@ def save_gallery(path: Path, gallery: Gallery, config: Config, inputs: list[str]
     )
 
 
-def load_gallery(path: str | Path, class_names: list[str]) -> Gallery:
+def load_gallery(path: str | Path, class_names: list[str], feature_dim: int, num_frames: int) -> Gallery:
+    """A gallery.h5, checked against the encoders that will score with it: the same classes, every
+    class present, labels in range, and embeddings of f_A's clip length and feature size, all finite."""
     data, _ = read_h5(
         path,
         GALLERY_SCHEMA,
@@ -77,18 +79,28 @@ def load_gallery(path: str | Path, class_names: list[str]) -> Gallery:
         {"embeddings": (3, "f"), "labels": (1, "i"), "video_ids": (1, "S"), "class_names": (1, "S")},
     )
     names = [str(c) for c in data["class_names"]]
+    embeddings, labels = data["embeddings"], data["labels"]
     if names != list(class_names):
         raise FgarError(
             f"{path}: the gallery's {len(names)} classes differ from the checkpoints' {len(class_names)} classes"
         )
-    if len(data["labels"]) != len(data["embeddings"]):
-        raise FgarError(f"{path}: {len(data['labels'])} labels for {len(data['embeddings'])} embeddings")
-    missing = sorted(set(range(len(names))) - set(data["labels"].tolist()))
+    if len(labels) != len(embeddings) or len(data["video_ids"]) != len(embeddings):
+        raise FgarError(f"{path}: {len(labels)} labels and {len(data['video_ids'])} ids for {len(embeddings)} clips")
+    if embeddings.shape[1:] != (num_frames, feature_dim):
+        raise FgarError(
+            f"{path}: embeddings of {embeddings.shape[1]} frames x {embeddings.shape[2]} features, but f_A makes "
+            f"{num_frames} x {feature_dim} (a gallery of another f_A or clip length?)"
+        )
+    if not np.isfinite(embeddings).all():
+        raise FgarError(f"{path}: the embeddings hold NaN or infinite values")
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
+        raise FgarError(f"{path}: labels must lie in 0..{len(names) - 1}, found {labels.min()}..{labels.max()}")
+    missing = sorted(set(range(len(names))) - set(labels.tolist()))
     if missing:
         raise FgarError(
             f"{path}: the gallery has no member of class '{names[missing[0]]}' ({len(missing)} classes missing)"
         )
-    return Gallery(torch.from_numpy(data["embeddings"]).float(), data["labels"], list(data["video_ids"]), names)
+    return Gallery(torch.from_numpy(embeddings).float(), labels, list(data["video_ids"]), names)
 
 
 @torch.no_grad()

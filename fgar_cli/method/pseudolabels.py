@@ -158,7 +158,20 @@ def read_pseudo_labels(path: str | Path) -> dict[str, Any]:
     }
 
 
-def accepted_in_file(path: str | Path) -> dict[str, int]:
-    """The accepted clips of a pseudo.h5 and their labels."""
+def accepted_in_file(path: str | Path, expected_ids: list[str], num_classes: int) -> dict[str, int]:
+    """The accepted clips of a pseudo.h5 and their labels, checked to be a pass over `expected_ids`
+    with labels of the `num_classes` model classes."""
     pl = read_pseudo_labels(path)
-    return {vid: int(y) for vid, y, ok in zip(pl["video_ids"], pl["label"], pl["accepted"], strict=True) if ok}
+    ids, labels = pl["video_ids"], pl["label"]
+    if not len(ids) == len(labels) == len(pl["accepted"]):
+        raise FgarError(f"{path}: video_ids, label and accepted differ in length")
+    unknown = sorted(set(ids) - set(expected_ids))
+    if unknown or len(set(ids)) != len(expected_ids):
+        what = f"clip '{unknown[0]}' is not one of" if unknown else "it does not cover"
+        raise FgarError(
+            f"{path}: {what} the {len(expected_ids)} unlabeled clips this round labels "
+            "(a pseudo.h5 of another split or run?)"
+        )
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise FgarError(f"{path}: labels must lie in 0..{num_classes - 1}")
+    return {vid: int(y) for vid, y, ok in zip(ids, labels, pl["accepted"], strict=True) if ok}

@@ -7,7 +7,6 @@ as its gallery (Eq. 7-8), scored as in pseudo-labeling (`method.gallery.score_qu
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ from fgar_cli.data.batches import inference_loader
 from fgar_cli.data.dataset import ClipMode
 from fgar_cli.data.run_data import RunData, load_run_data
 from fgar_cli.errors import FgarError
+from fgar_cli.files import check_writable_folder
 from fgar_cli.inference import embed_clips, predict_clips
 from fgar_cli.method.gallery import embed_gallery, score_queries
 from fgar_cli.metrics import classification_metrics, save_confusion_png
@@ -31,6 +31,7 @@ PREDICTIONS_SCHEMA, PREDICTIONS_VERSION = "fgar.predictions", 1
 
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     seed_everything(cfg.run.seed)
+    out = check_writable_folder(cfg.out_dir)  # before the work, not after it
     encoders = load_encoders(cfg.ckpt_e, cfg.ckpt_a, need_alignability=False)
     data = load_run_data(encoders.data_paths(cfg.data))
     encoders.check_data(data)
@@ -51,15 +52,14 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         "checkpoint_a": cfg.ckpt_a,
         "tau": tau,
     }
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    # metrics.json, written last, says the folder is complete: an earlier one must not vouch for the rest
+    (out / "metrics.json").unlink(missing_ok=True)
     for head, p in probs.items():
         m = classification_metrics(p.numpy()[keep], truth[keep], data.class_names)
         title = f"{head}: top-1 {m['top1']:.3f} ({protocol})"
         save_confusion_png(np.array(m["confusion"]), data.class_names, out / f"confusion_{head}.png", title)
         metrics[head] = m
     metrics["top1"] = metrics["action"]["top1"]
-    atomic_write_json(out / "metrics.json", metrics)
     datasets = {f"probs_{head}": p.float() for head, p in probs.items()}
     datasets["logits_views_action"] = torch.log(p_E_views.clamp_min(1e-12))
     write_h5(
@@ -71,6 +71,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         config=cfg.model_dump(mode="json"),
         inputs=encoders.paths,
     )
+    atomic_write_json(out / "metrics.json", metrics)
     return metrics
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from fgar_cli.checkpoints import CheckpointRecord, load_alignability_weights
-from fgar_cli.config import ActionRecipe, AlignabilityRecipe, FitLabeledConfig
+from fgar_cli.config import ActionRecipe, AlignabilityRecipe, FitLabeledConfig, with_absolute_paths
 from fgar_cli.data.batches import Stream
 from fgar_cli.data.dataset import ClipMode
 from fgar_cli.data.run_data import load_run_data
@@ -26,6 +26,7 @@ from fgar_cli.models import (
     build_alignability_encoder,
 )
 from fgar_cli.progress import console
+from fgar_cli.runs import RunFolder
 from fgar_cli.runtime import epoch_seed, resolve_device, seed_everything
 from fgar_cli.training import EncoderTrainer
 
@@ -40,18 +41,18 @@ def fit_labeled(cfg: FitLabeledConfig) -> dict[str, Any]:
     if min(labels.values()) < 0:
         raise FgarError(f"{cfg.data.split}: labeled clips must belong to the known classes")
     device = resolve_device(cfg.run.device)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    config = cfg.model_copy(update={"data": data.paths})  # absolute paths, so later stages find the data
+    config = with_absolute_paths(cfg, data.paths)  # absolute paths, so later stages find the data
+    # Both encoders are built (and --init-e, --init-a checked) before any training starts.
+    model_e = build_action_encoder(cfg.action, data.num_classes, init=cfg.init_e).to(device)
+    model_a = initial_alignability_encoder(cfg).to(device)
+    out = RunFolder(Path(cfg.out_dir), "fit_labeled").open(config, cfg.resume, cfg.force).path
     trainer = EncoderTrainer(device, cfg.run.seed, cfg.resume, cfg.run.num_workers)
     dataset = data.clips(ids, cfg.clip, ClipMode.TRAIN, labels, seed=cfg.run.seed)
 
-    model_e = build_action_encoder(cfg.action, data.num_classes, init=cfg.init_e).to(device)
     recipe_e = ActionRecipe(data=data.paths, clip=cfg.clip, training=cfg.action_training)
     record_e = CheckpointRecord(data.class_names, recipe_e, config, {"round": 0})
     history_e = trainer.action(model_e, dataset, recipe_e.training, out / "E.pt", record_e, "f_E labeled")
 
-    model_a = initial_alignability_encoder(cfg).to(device)
     recipe_a = AlignabilityRecipe(
         data=data.paths, clip=cfg.clip, training=cfg.alignability_training, loss=cfg.alignability_loss
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fgar_cli.checkpoints import CheckpointRecord
-from fgar_cli.config import PretrainConfig, PretrainRecipe
+from fgar_cli.config import PretrainConfig, PretrainRecipe, with_absolute_paths
 from fgar_cli.data.batches import EpochBatches, Stream
 from fgar_cli.data.dataset import ClipMode
 from fgar_cli.data.run_data import load_run_data
@@ -20,6 +20,7 @@ from fgar_cli.engine import fit, fit_once
 from fgar_cli.errors import FgarError
 from fgar_cli.models import alignability_config_for, build_alignability_encoder
 from fgar_cli.objectives import GitdlStep
+from fgar_cli.runs import RunFolder
 from fgar_cli.runtime import resolve_device, seed_everything
 
 
@@ -29,8 +30,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     if not data.split.unlabeled:
         raise FgarError(f"{cfg.data.split}: the unlabeled split is empty; GITDL pretraining has nothing to learn from")
     device = resolve_device(cfg.run.device)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    config = with_absolute_paths(cfg, data.paths)
+    out = RunFolder(Path(cfg.out_dir), "pretrain").open(config, cfg.resume, cfg.force).path
 
     model = build_alignability_encoder(alignability_config_for(cfg.alignability, cfg.clip.num_frames)).to(device)
     dataset = data.clips(data.split.unlabeled, cfg.clip, ClipMode.GITDL, seed=cfg.run.seed)
@@ -44,7 +45,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         drop_last=len(dataset) > batch_size,
     )
     recipe = PretrainRecipe(data=data.paths, clip=cfg.clip, training=cfg.training, loss=cfg.loss)
-    record = CheckpointRecord(class_names=[], recipe=recipe, config=cfg.model_copy(update={"data": data.paths}))
+    record = CheckpointRecord(class_names=[], recipe=recipe, config=config)
     final = out / "A0.pt"
     history = fit_once(
         final,

@@ -20,6 +20,7 @@ from fgar_cli.data.batches import inference_loader
 from fgar_cli.data.dataset import ClipMode
 from fgar_cli.data.run_data import RunData, load_run_data
 from fgar_cli.errors import FgarError
+from fgar_cli.files import check_writable_folder
 from fgar_cli.inference import embed_clips, predict_clips
 from fgar_cli.method.gallery import Gallery, embed_gallery, load_gallery, save_gallery, score_queries
 from fgar_cli.method.pseudolabels import PseudoLabels, select_pseudo_labels, write_pseudo_labels
@@ -80,8 +81,11 @@ def run_pseudolabel(cfg: PseudoLabelConfig) -> dict[str, Any]:
     data = load_run_data(encoders.data_paths(cfg.data))
     encoders.check_data(data)
     encoders.to(resolve_device(cfg.run.device))
-    given = load_gallery(cfg.gallery, data.class_names) if cfg.gallery else None
-    out = Path(cfg.out_dir) if cfg.out_dir else Path(encoders.action.path).parent
+    given = None
+    if cfg.gallery and encoders.alignability is not None:
+        arch, clip = encoders.alignability.model.config, encoders.action.recipe.clip
+        given = load_gallery(cfg.gallery, data.class_names, arch.feature_dim, clip.num_frames)
+    out = check_writable_folder(cfg.out_dir or Path(encoders.action.path).parent)
     pl, gallery = pseudo_label(
         encoders, data, data.split.unlabeled, cfg.classifier, cfg.pseudo_labeling, cfg.run, gallery=given
     )

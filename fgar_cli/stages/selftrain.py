@@ -12,12 +12,12 @@ and is not trained.
 
 Each round lives in its folder round_K/: pseudo.h5, E.pt, A.pt, and the `_last` checkpoints of the
 epoch in progress. Resuming is a matter of that folder: with `--resume` a step whose file is there
-is read instead of redone, so a resumed run reaches the same weights as an uninterrupted one.
+is read instead of redone, so a resumed run reaches the same weights as an uninterrupted one (and
+`fgar_cli.runs` makes sure that the folder holds this run, with these options, and no other).
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,20 @@ import numpy as np
 
 from fgar_cli.artifacts import atomic_copy, atomic_write_json
 from fgar_cli.checkpoints import CheckpointRecord, Encoders, load_encoders
-from fgar_cli.config import ActionRecipe, AlignabilityRecipe, SelfTrainConfig, Source
+from fgar_cli.config import (
+    ActionRecipe,
+    AlignabilityRecipe,
+    OpenWorldConfig,
+    SelfTrainConfig,
+    Source,
+    with_absolute_paths,
+)
 from fgar_cli.data.dataset import ClipMode
 from fgar_cli.data.run_data import RunData, load_run_data
 from fgar_cli.errors import FgarError
 from fgar_cli.method.pseudolabels import accepted_in_file, pseudo_label_stats
 from fgar_cli.progress import console
+from fgar_cli.runs import RunFolder
 from fgar_cli.runtime import resolve_device, seed_everything
 from fgar_cli.stages.pseudolabel import pseudo_label, write_pass
 from fgar_cli.training import EncoderTrainer
@@ -49,8 +57,9 @@ def selftrain(cfg: SelfTrainConfig, novel_threshold: float | None = None) -> dic
     device = resolve_device(cfg.run.device)
     encoders.to(device)
     recipe_e, recipe_a = round_recipes(cfg, encoders, data)
-    out = run_folder(Path(cfg.out_dir), cfg.resume)
-    config = cfg.model_copy(update={"data": data.paths})
+    config = with_absolute_paths(cfg, data.paths)
+    stage = "openworld" if isinstance(cfg, OpenWorldConfig) else "selftrain"
+    out = RunFolder(Path(cfg.out_dir), stage).open(config, cfg.resume, cfg.force).path
     pseudo_labeled: dict[str, int] = {}  # line 23: accepted clips join D_l for good
     rounds: list[dict[str, Any]] = []
 
@@ -104,14 +113,6 @@ def round_recipes(
     return recipe_e, stored_a.model_copy(update={"data": data.paths, "training": training_a})
 
 
-def run_folder(out: Path, resume: bool) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:  # a fresh run: results of an earlier run in this folder must not count as done
-        for stale in out.glob("round_*"):
-            shutil.rmtree(stale)
-    return out
-
-
 def round_pseudo_labels(
     cfg: SelfTrainConfig,
     encoders: Encoders,
@@ -128,11 +129,11 @@ def round_pseudo_labels(
     path = folder / "pseudo.h5"
     if cfg.resume and path.exists():
         console.print(f"round {round_}: reusing {path}")
-        return accepted_in_file(path)
+        return accepted_in_file(path, remaining, data.num_classes)
     pl, gallery = pseudo_label(
         encoders, data, remaining, cfg.classifier, cfg.pseudo_labeling, cfg.run, round_, novel_threshold=novel_threshold
     )
-    write_pass(folder, pl, gallery, cfg.model_copy(update={"data": data.paths}), encoders.paths)
+    write_pass(folder, pl, gallery, with_absolute_paths(cfg, data.paths), encoders.paths)
     return pl.accepted_labels()
 
 

@@ -1,0 +1,118 @@
+"""Run folders: one stage's run per folder, recorded in run.json, never lost and never mixed.
+
+* A run folder records the stage and the resolved options that produced it (run.json).
+* `--resume` continues the run in the folder only with the same options; with others it refuses and
+  lists the differences (`--force` resumes anyway).
+* A fresh run into a folder that already holds a run refuses (`--resume` continues that run,
+  `--force` replaces it, or give another folder). With `--force` nothing of the old run is removed
+  until the new run's first file is complete; then all of the old run's files go at once, so the
+  folder never holds results of two runs side by side.
+* Before long work starts the folder is created and proven writable, and the temporary files of
+  killed processes are swept away.
+Settings that cannot change a result (device, worker processes, inference batch size, resume,
+force) are not compared.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fgar_cli import __version__
+from fgar_cli.artifacts import atomic_write_json
+from fgar_cli.config import Config
+from fgar_cli.errors import FgarError
+from fgar_cli.files import check_writable_folder, claim_on_first_write, read_text, remove_keeping_temporaries
+
+RUN_FILE = "run.json"
+NOT_COMPARED = ("resume", "force", "run.device", "run.num_workers", "run.inference_batch_size")
+# The files each stage writes into its run folder (globs), removed when a forced fresh run replaces it.
+RESULTS = {
+    "pretrain": ("A0.pt", "A0_last.pt"),
+    "fit_labeled": ("E.pt", "E_last.pt", "A.pt", "A_last.pt"),
+    "selftrain": ("round_*", "E.pt", "A.pt", "selftrain.json"),
+    "openworld": ("round_*", "E.pt", "A.pt", "selftrain.json", "metrics.json", "eval"),
+}
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for every compared option that differs."""
+    old, new = flatten(before), flatten(after)
+    keys = sorted((set(old) | set(new)) - set(NOT_COMPARED))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+@dataclass
+class RunFolder:
+    path: Path
+    stage: str
+
+    @property
+    def record_path(self) -> Path:
+        return self.path / RUN_FILE
+
+    def previous(self) -> dict[str, Any] | None:
+        if not self.record_path.exists():
+            return None
+        try:
+            record = json.loads(read_text(self.record_path))
+        except json.JSONDecodeError:
+            raise FgarError(f"{self.record_path}: malformed run record; remove it or use another folder") from None
+        if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+            raise FgarError(f"{self.record_path}: not an fgar run record; remove it or use another folder")
+        return record
+
+    def leftovers(self) -> list[Path]:
+        return sorted(p for pattern in RESULTS.get(self.stage, ()) for p in self.path.glob(pattern))
+
+    def open(self, config: Config, resume: bool, force: bool) -> RunFolder:
+        """Check the folder against this run before any work starts (see the module notes)."""
+        check_writable_folder(self.path)
+        previous = self.previous()
+        current = config.model_dump(mode="json")
+        if previous is not None and previous.get("stage") != self.stage:
+            raise FgarError(
+                f"{self.path}: holds a {previous.get('stage')} run; give {self.stage.replace('_', '-')} "
+                "a folder of its own (--out-dir)"
+            )
+        if resume:
+            changed = differences(previous["config"], current) if previous else []
+            if changed and not force:
+                raise FgarError(
+                    f"{self.record_path}: --resume with other options than this run's: {'; '.join(changed)} "
+                    "(rerun with the same options, use another --out-dir, or --force to resume anyway)"
+                )
+            self._write(current)
+            return self
+        old = self.leftovers()
+        if (previous is not None or old) and not force:
+            raise FgarError(
+                f"{self.path}: already holds a {self.stage.replace('_', '-')} run; pass --resume to continue it, "
+                "--force to replace it, or choose another --out-dir"
+            )
+        if previous is None and not old:
+            self._write(current)
+            return self
+
+        def replace_previous_run() -> None:
+            for path in self.leftovers():
+                remove_keeping_temporaries(path)
+            self._write(current)
+
+        claim_on_first_write(self.path, replace_previous_run)
+        return self
+
+    def _write(self, config: dict[str, Any]) -> None:
+        atomic_write_json(self.record_path, {"stage": self.stage, "fgar": __version__, "config": config})
