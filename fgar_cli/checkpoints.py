@@ -78,12 +78,13 @@ def load_checkpoint(path: str | Path, kind: EncoderKind | None = None) -> dict[s
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except OSError as exc:
         raise os_error(p, exc, "cannot read the checkpoint") from None
-    except pickle.UnpicklingError:
-        # weights_only refused a global: the file holds Python objects beyond tensors and containers
-        raise FgarError(
-            f"{p}: not a checkpoint fgar can load safely (it holds Python objects other than tensors, "
-            "numbers, strings and containers; fgar never unpickles code)"
-        ) from None
+    except pickle.UnpicklingError as exc:
+        if "global" in str(exc).lower():  # weights_only refused to build a Python object
+            raise FgarError(
+                f"{p}: not a checkpoint fgar can load safely (it holds Python objects other than tensors, "
+                "numbers, strings and containers; fgar never unpickles code)"
+            ) from None
+        raise FgarError(f"{p}: not a loadable fgar checkpoint (not a torch file, or damaged)") from None
     except (RuntimeError, EOFError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FgarError(f"{p}: not a loadable fgar checkpoint (truncated or not a torch file: {first[:120]})") from None

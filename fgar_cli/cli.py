@@ -13,10 +13,10 @@ import sys
 
 import typer
 
-from fgar_cli import __version__
+from fgar_cli import __version__, interrupts
 from fgar_cli.commands import data, stages, summary, synth
 from fgar_cli.errors import FgarError
-from fgar_cli.interrupts import EXIT_CODE, Interrupted
+from fgar_cli.interrupts import Interrupted
 
 app = typer.Typer(
     name="fgar",
@@ -56,13 +56,14 @@ app.command("summary")(summary.summary)
 def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)
-    except FgarError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(1)
-    except (Interrupted, KeyboardInterrupt) as exc:
-        message = str(exc) if isinstance(exc, Interrupted) else Interrupted().args[0]
-        typer.secho(message if message.startswith("interrupted") else f"interrupted: {message}", err=True)
-        sys.exit(EXIT_CODE)
+    except (Interrupted, KeyboardInterrupt, Exception) as exc:
+        if isinstance(exc, Interrupted | KeyboardInterrupt) or interrupts.received():
+            typer.secho(interrupts.message(exc), err=True)
+            sys.exit(interrupts.EXIT_CODE)
+        if isinstance(exc, FgarError):
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            sys.exit(1)
+        raise
 
 
 if __name__ == "__main__":

@@ -120,20 +120,21 @@ def fit(
         scheduler.load_state_dict(ckpt["scheduler"])
         start, history = int(ckpt["epoch"]) + 1, list(ckpt.get("history", []))
         console.print(f"resuming {model.kind} from {last_path} after epoch {start - 1}")
+    saved = start - 1  # the epoch that `last_path` holds
     for epoch in range(start, optim.epochs + 1):
         try:
-            metrics = train_one_epoch(
-                model, batches.for_epoch(epoch), optimizer, step, device, f"{description} {epoch}/{optim.epochs}"
-            )
+            loader = batches.for_epoch(epoch)
+            metrics = train_one_epoch(model, loader, optimizer, step, device, f"{description} {epoch}/{optim.epochs}")
+            scheduler.step()
+            history.append({"epoch": epoch, **metrics})
+            save(epoch, history)
+            saved = epoch
         except (Interrupted, KeyboardInterrupt):
-            kept = f"{last_path} keeps epoch {epoch - 1}" if last_path.exists() else "no epoch of it was finished"
+            kept = f"{last_path} keeps epoch {saved}" if saved > 0 else "no epoch of it was finished"
             raise Interrupted(f"interrupted in epoch {epoch} of {description}; {kept}: rerun with --resume") from None
         except NonFiniteLoss as exc:
             kept = f"; the last good checkpoint is {last_path}" if last_path.exists() else ""
             raise FgarError(f"{description} {epoch}/{optim.epochs}: {exc} (lower the learning rate?){kept}") from None
-        scheduler.step()
-        history.append({"epoch": epoch, **metrics})
-        save(epoch, history)
     if not last_path.exists():  # zero epochs asked for: the untrained model is the result
         save(0, history)
     return history

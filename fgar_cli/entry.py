@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import sys
 
-from fgar_cli.interrupts import EXIT_CODE, GENERAL, Interrupted, install
+from fgar_cli import interrupts
 
 
 def main() -> None:
-    install()
+    interrupts.install()
     try:
         from fgar_cli.cli import main as run
-    except (Interrupted, KeyboardInterrupt):
-        print(f"interrupted: {GENERAL.removeprefix('interrupted; ')}", file=sys.stderr)
-        sys.exit(EXIT_CODE)
+    except BaseException as exc:
+        if not (isinstance(exc, interrupts.Interrupted | KeyboardInterrupt) or interrupts.received()):
+            raise
+        print(interrupts.message(exc), file=sys.stderr)
+        sys.exit(interrupts.EXIT_CODE)
     run()

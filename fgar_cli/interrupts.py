@@ -23,17 +23,28 @@ GENERAL = (
 class Interrupted(BaseException):
     """The user stopped the run (Ctrl-C or SIGTERM). Its message says what was kept."""
 
-    def __init__(self, message: str = GENERAL) -> None:
-        super().__init__(message)
-
 
 _main_pid: int | None = None
+_signals: list[int] = []
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
     if os.getpid() != _main_pid:  # a forked DataLoader worker: behave as Python would
         raise KeyboardInterrupt
-    raise Interrupted()
+    _signals.append(signum)
+    raise Interrupted(GENERAL)
+
+
+def received() -> bool:
+    """Whether SIGINT or SIGTERM arrived. A library may turn the exception raised in its midst into
+    one of its own (a C extension being imported, for example); this still tells it apart."""
+    return bool(_signals)
+
+
+def message(exc: BaseException) -> str:
+    """The line to print for an interruption."""
+    text = str(exc) if isinstance(exc, Interrupted) and str(exc) else GENERAL
+    return text if text.startswith("interrupted") else f"interrupted: {text}"
 
 
 def install() -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
-from helpers import fgar, one_error_line
+from helpers import CLIP, fgar, fit_labeled, one_error_line
 
 # No progress bars in test output, and wide tables so that rows are not wrapped.
 os.environ["FGAR_NO_PROGRESS"] = "1"
@@ -26,6 +27,23 @@ class CliResult(NamedTuple):
 
 
 Cli = Callable[[Sequence[object]], CliResult]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A whole tiny pipeline, made once: the embedded benchmark (3 classes x 6 videos, 24 frames of
+    32 px), its index and a 50% split, GITDL for one epoch (pre/A0.pt) and fit-labeled for one epoch of
+    each encoder (fit/E.pt, fit/A.pt). Tests read it and write into folders of their own."""
+    root = tmp_path_factory.mktemp("tiny_run")
+    synth = ["--classes", "3", "--videos-per-class", "6", "--frames", "24", "--size", "32", "--seed", "5"]
+    assert fgar("synth", "--out", root / "data", *synth) == 0
+    assert fgar("data", "index", "--format", "diving48", "--root", root / "data", "--out", root / "index.json") == 0
+    split = ["--index", root / "index.json", "--fraction", "0.5", "--seed", "0", "--out", root / "split.json"]
+    assert fgar("data", "split", *split) == 0
+    data = ["--index", root / "index.json", "--split", root / "split.json"]
+    assert fgar("pretrain", *data, "--out-dir", root / "pre", "--epochs", "1", "--batch-size", "4", *CLIP) == 0
+    assert fit_labeled(root, root / "split.json", root / "fit", 1, 1, "--init-a", root / "pre" / "A0.pt") == 0
+    return root
 
 
 @pytest.fixture

@@ -34,6 +34,22 @@ def one_error_line(text: str, *fragments: str) -> str:
     return lines[0]
 
 
+# --------------------------------------------------------------------------- the tiny pipeline (conftest.py: tiny_run)
+
+CLIP = ["--num-frames", "8", "--size", "32"]
+
+
+def fit_labeled(run: Path, split: Path, out: Path, epochs_e: int = 1, epochs_a: int = 1, *extra: object) -> int:
+    """fit-labeled on the tiny run: small3d f_E, one epoch of each encoder unless told otherwise."""
+    data = ["--index", run / "index.json", "--split", split, "--out-dir", out, "--arch-e", "small3d"]
+    return fgar("fit-labeled", *data, "--epochs-e", epochs_e, "--epochs-a", epochs_a, *CLIP, *extra)
+
+
+def encoders(run: Path, folder: str = "fit") -> list[object]:
+    """--ckpt-a and --ckpt-e of the encoders in run/folder."""
+    return ["--ckpt-a", run / folder / "A.pt", "--ckpt-e", run / folder / "E.pt"]
+
+
 # --------------------------------------------------------------------------- videos and frame folders
 
 

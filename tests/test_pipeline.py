@@ -1,6 +1,6 @@
 """End to end through the six stage commands on a tiny embedded benchmark, plus the ways they fail.
 
-One module-scoped run (3 classes, 32 px, 8 frames, one epoch per stage) feeds all tests, so the
+One tiny run (conftest.py: 3 classes, 32 px, 8 frames, one epoch per stage) feeds all tests, so the
 expensive part happens once; so does one collaborative pseudo-labeling pass that several tests read.
 Every test passes alone and in any order. Commands run in-process through `fgar_cli.cli.main`.
 """
@@ -19,33 +19,13 @@ from fgar_cli.checkpoints import load_checkpoint
 from fgar_cli.method.nonparametric import TAU_GRID
 from fgar_cli.method.pseudolabels import read_pseudo_labels
 
-from helpers import fgar, one_error_line
-
-CLIP = ["--num-frames", "8", "--size", "32"]
-
-
-def fit_labeled(run: Path, split: Path, out: Path, epochs_e: int = 1, epochs_a: int = 1, *extra: object) -> int:
-    """fit-labeled on the tiny run: small3d f_E, one epoch of each encoder unless told otherwise."""
-    data = ["--index", run / "index.json", "--split", split, "--out-dir", out, "--arch-e", "small3d"]
-    return fgar("fit-labeled", *data, "--epochs-e", epochs_e, "--epochs-a", epochs_a, *CLIP, *extra)
+from helpers import encoders, fgar, fit_labeled, one_error_line
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pipeline")
-    synth = ["--classes", "3", "--videos-per-class", "6", "--frames", "24", "--size", "32", "--seed", "5"]
-    assert fgar("synth", "--out", root / "data", *synth) == 0
-    assert fgar("data", "index", "--format", "diving48", "--root", root / "data", "--out", root / "index.json") == 0
-    split = ["--index", root / "index.json", "--fraction", "0.5", "--seed", "0", "--out", root / "split.json"]
-    assert fgar("data", "split", *split) == 0
-    data = ["--index", root / "index.json", "--split", root / "split.json"]
-    assert fgar("pretrain", *data, "--out-dir", root / "pre", "--epochs", "1", "--batch-size", "4", *CLIP) == 0
-    assert fit_labeled(root, root / "split.json", root / "fit", 1, 1, "--init-a", root / "pre" / "A0.pt") == 0
-    return root
-
-
-def encoders(run: Path, folder: str = "fit") -> list[object]:
-    return ["--ckpt-a", run / folder / "A.pt", "--ckpt-e", run / folder / "E.pt"]
+def run(tiny_run: Path) -> Path:
+    """The tiny pipeline of conftest.py; each test here writes into a folder of its own inside it."""
+    return tiny_run
 
 
 def pseudolabel(run: Path, source: str, out: Path, *extra: object) -> int:
