@@ -39,8 +39,8 @@ step "arm 1: supervised (f_E from fit-labeled)"
 [ -f "$RUN/eval_supervised/metrics.json" ] || fgar evaluate --config "$CONFIG" --ckpt-e "$RUN/fit/E.pt" \
   --ckpt-a "$RUN/fit/A.pt" --out-dir "$RUN/eval_supervised"
 
-step "arm 2: confidence-only self-training (--source action)"
-[ -f "$RUN/st_confidence/selftrain.json" ] || fgar selftrain --config "$CONFIG" --ckpt-a "$RUN/fit/A.pt" \
+step "arm 2: confidence-only self-training (--source action: f_E alone, so f_A is not given)"
+[ -f "$RUN/st_confidence/selftrain.json" ] || fgar selftrain --config "$CONFIG" \
   --ckpt-e "$RUN/fit/E.pt" --source action --out-dir "$RUN/st_confidence" --resume
 [ -f "$RUN/eval_confidence/metrics.json" ] || fgar evaluate --config "$CONFIG" --ckpt-e "$RUN/st_confidence/E.pt" \
   --out-dir "$RUN/eval_confidence"

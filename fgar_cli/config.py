@@ -71,6 +71,12 @@ class FrameBackbone(StrEnum):
     RESNET18 = "resnet18"
 
 
+class CacheMode(StrEnum):
+    AUTO = "auto"  # on when the run's decoded frames fit in run.frame_cache_gb
+    ON = "on"
+    OFF = "off"
+
+
 class Subset(StrEnum):
     TEST = "test"
     UNLABELED = "unlabeled"
@@ -104,6 +110,8 @@ class RunConfig(Config):
     seed: int = Field(0, description="random seed of the run")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes for training")
     inference_batch_size: int = Field(16, ge=1, description="clips per batch when embedding or predicting")
+    frame_cache: CacheMode = Field(CacheMode.AUTO, description="decode each video once (fgar_cli/data/frame_cache.py)")
+    frame_cache_gb: float = Field(2.0, gt=0, description="the most the frame cache may hold, in GiB")
 
 
 class ActionEncoderConfig(Config):

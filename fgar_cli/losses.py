@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fgar_cli.models import ScoreHead
-from fgar_cli.softdtw import cosine_cost, soft_dtw
+from fgar_cli.softdtw import batch_cosine_cost, soft_dtw
 
 
 def alignment_distances(embeddings: Tensor, gamma: float) -> Tensor:
@@ -19,12 +19,13 @@ def alignment_distances(embeddings: Tensor, gamma: float) -> Tensor:
 
     Only pairs i <= j are aligned, then mirrored: for cosine cost C(v, u) = C(u, v)^T, and the
     soft-DTW recursion is unchanged by transposing, so D is symmetric. The diagonal holds D(u, u),
-    which is not 0 for soft-DTW (the soft-min counts several paths). The cost is `cosine_cost`, the
-    one path that evaluation and benchmarks/softdtw.py use too.
+    which is not 0 for soft-DTW (the soft-min counts several paths). The costs come from one Gram
+    matrix of the batch's frames (`softdtw.batch_cosine_cost`), normalised as the gallery's are;
+    benchmarks/softdtw.py times this very function.
     """
     B = embeddings.shape[0]
     rows, cols = torch.triu_indices(B, B, device=embeddings.device)
-    values = soft_dtw(cosine_cost(embeddings[rows], embeddings[cols]), gamma)  # B(B+1)/2 pairs
+    values = soft_dtw(batch_cosine_cost(embeddings, rows, cols), gamma)  # B(B+1)/2 pairs
     distances = embeddings.new_zeros(B, B)
     distances = distances.index_put((rows, cols), values).index_put((cols, rows), values)
     return distances

@@ -9,8 +9,8 @@
   folder never holds results of two runs side by side.
 * Before long work starts the folder is created and proven writable, and the temporary files of
   killed processes are swept away.
-Settings that cannot change a result (device, worker processes, inference batch size, resume,
-force) are not compared.
+Settings that cannot change a result (device, worker processes, inference batch size, the frame
+cache, resume, force) are not compared.
 """
 
 from __future__ import annotations
@@ -27,7 +27,15 @@ from fgar_cli.errors import FgarError
 from fgar_cli.files import check_writable_folder, claim_on_first_write, read_text, remove_keeping_temporaries
 
 RUN_FILE = "run.json"
-NOT_COMPARED = ("resume", "force", "run.device", "run.num_workers", "run.inference_batch_size")
+NOT_COMPARED = (
+    "resume",
+    "force",
+    "run.device",
+    "run.num_workers",
+    "run.inference_batch_size",
+    "run.frame_cache",
+    "run.frame_cache_gb",
+)
 # The files each stage writes into its run folder (globs), removed when a forced fresh run replaces it.
 RESULTS = {
     "pretrain": ("A0.pt", "A0_last.pt"),

@@ -209,6 +209,46 @@ class _CosineCost(torch.autograd.Function):
         return grad_x, grad_y
 
 
+class _BatchCosineCost(torch.autograd.Function):
+    """1 - cos between the frames of pairs of clips of one batch, from one Gram matrix of all frames.
+
+    Every pair (rows[p], cols[p]) reads its (T, T) block of the (B T, B T) Gram matrix: one matrix
+    multiply instead of one per pair, and the backward is one more, since the Gram matrix is
+    symmetric (d unit = (dG + dG^T) unit, with dG + dG^T built block by block)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+        B, T, F = x.shape
+        inv = _inverse_norms(x)
+        unit = x * inv
+        flat = unit.reshape(B * T, F)
+        blocks = (flat @ flat.T).view(B, T, B, T).permute(0, 2, 1, 3)  # (B, B, T, T) view
+        ctx.save_for_backward(unit, inv, rows, cols)
+        return blocks[rows, cols].neg_().add_(1.0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        unit, inv, rows, cols = ctx.saved_tensors
+        B, T, F = unit.shape
+        blocks = unit.new_zeros(B * B, T, T)  # d loss / d Gram, block (i, j) for each pair, by pair
+        blocks[rows * B + cols] = grad.neg()
+        blocks = blocks.view(B, B, T, T)
+        # (dG + dG^T) laid out as the (B T, B T) matrix: [i, t, j, s] = dG[i, j, t, s] + dG[j, i, s, t]
+        sym = torch.add(blocks.permute(0, 2, 1, 3), blocks.permute(1, 3, 0, 2), out=unit.new_empty(B, T, B, T))
+        r = (sym.view(B * T, B * T) @ unit.reshape(B * T, F)).view(B, T, F)  # d loss / d unit
+        grad_x = torch.addcmul(r, unit, torch.linalg.vecdot(r, unit).unsqueeze(-1), value=-1).mul_(inv)
+        return grad_x, None, None
+
+
+def batch_cosine_cost(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """Costs (P, T, T) = 1 - cos(x[rows[p]]_i, x[cols[p]]_j) for pairs of clips of one batch x (B, T, F);
+    differentiable (once) with respect to x. What L_AV training runs (`losses.alignment_distances`)."""
+    if x.dim() != 3 or rows.shape != cols.shape or rows.dim() != 1:
+        raise FgarError(f"batch_cosine_cost: need x (B, T, F) and pair indices (P,), got {tuple(x.shape)}")
+    return _BatchCosineCost.apply(x, rows, cols)
+
+
 def cosine_cost(x: Tensor, y: Tensor) -> Tensor:
     """Cost (B, N, M) = 1 - cos(x_i, y_j) for frames x (B, N, F) and y (B, M, F); differentiable
     (once) with respect to both. Zero frames count as cos = 0, as with F.normalize."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -14,6 +15,8 @@ from helpers import CLIP, fgar, fit_labeled, one_error_line
 # No progress bars in test output, and wide tables so that rows are not wrapped.
 os.environ["FGAR_NO_PROGRESS"] = "1"
 os.environ["COLUMNS"] = "200"
+# The frame cache of the tests' own videos goes to a folder of this test session, not the user's cache.
+os.environ["FGAR_CACHE_DIR"] = tempfile.mkdtemp(prefix="fgar-test-cache-")
 
 
 class CliResult(NamedTuple):

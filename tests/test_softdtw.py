@@ -12,7 +12,7 @@ from tslearn.metrics import SoftDTW as TslearnSoftDTW
 
 from fgar_cli import softdtw
 from fgar_cli.errors import FgarError
-from fgar_cli.softdtw import SoftDTW, cosine_cost, pairwise_soft_dtw, soft_dtw
+from fgar_cli.softdtw import SoftDTW, batch_cosine_cost, cosine_cost, pairwise_soft_dtw, soft_dtw
 
 OUTSIDE_BAND = 1e10  # tslearn has no band: a huge cost keeps its paths out of the band's complement
 
@@ -201,3 +201,19 @@ def test_pairwise_matches_soft_dtw_on_every_pair(dtype: torch.dtype, band: int |
     expected = soft_dtw(cosine_cost(x, y), 0.1, band).reshape(5, 37)
     tol = 1e-5 if dtype == torch.float32 else 1e-12
     torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
+
+
+def test_batch_cosine_cost_equals_the_pairwise_cost_and_its_gradient():
+    torch.manual_seed(4)
+    x = torch.randn(5, 6, 8, dtype=torch.float64, requires_grad=True)
+    x.data[1, 2] = 0.0  # a zero frame counts as cos = 0, as in cosine_cost
+    rows, cols = torch.triu_indices(5, 5)
+    weights = torch.randn(len(rows), 6, 6, dtype=torch.float64)
+    batch = batch_cosine_cost(x, rows, cols)
+    pairs = cosine_cost(x[rows], x[cols])
+    torch.testing.assert_close(batch, pairs)
+    (g_batch,) = torch.autograd.grad((batch * weights).sum(), x)
+    (g_pairs,) = torch.autograd.grad((pairs * weights).sum(), x)
+    torch.testing.assert_close(g_batch, g_pairs)
+    smooth = torch.randn(5, 6, 8, dtype=torch.float64, requires_grad=True)  # no zero frame: a kink there
+    assert torch.autograd.gradcheck(lambda y: (batch_cosine_cost(y, rows, cols) * weights).sum(), (smooth,))

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from fgar_cli.config import ClipConfig, DataPaths
+from fgar_cli.config import ClipConfig, DataPaths, RunConfig
 from fgar_cli.data.dataset import ClipDataset, ClipMode
+from fgar_cli.data.frame_cache import FrameCache, open_cache
 from fgar_cli.data.index import DatasetIndex, VideoEntry, load_index
 from fgar_cli.data.splits import Split, check_split, load_split
+from fgar_cli.data.transforms import ClipTransform
 from fgar_cli.errors import FgarError
+from fgar_cli.progress import console
 
 
 @dataclass
@@ -28,6 +31,8 @@ class RunData:
     paths: DataPaths  # absolute, so that a later stage finds the data from anywhere
     class_names: list[str]
     label_of: dict[str, int]
+    run: RunConfig = field(default_factory=RunConfig)
+    caches: dict[int, FrameCache | None] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -62,10 +67,22 @@ class RunData:
             num_views=num_views,
             labels=labels if labels is not None else self.labels(ids),
             seed=seed,
+            cache=self.frame_cache(ClipTransform(clip.size, train=False).short_side),
         )
 
+    def frame_cache(self, short_side: int) -> FrameCache | None:
+        """The run's frame cache at this short side (decided once, on the split's videos)."""
+        if short_side not in self.caches:
+            ids = self.split.labeled + self.split.unlabeled + self.split.test
+            videos = [(self.index.resolve(e), e.num_frames) for e in self.entries(ids)]
+            self.caches[short_side], line = open_cache(
+                videos, short_side, self.run.frame_cache, self.run.frame_cache_gb
+            )
+            console.print(line, soft_wrap=True, markup=False)
+        return self.caches[short_side]
 
-def load_run_data(paths: DataPaths) -> RunData:
+
+def load_run_data(paths: DataPaths, run: RunConfig | None = None) -> RunData:
     if not paths.index:
         raise FgarError("no dataset index given: pass --index (made by `fgar data index`)")
     if not paths.split:
@@ -81,4 +98,5 @@ def load_run_data(paths: DataPaths) -> RunData:
         paths=DataPaths(index=str(Path(paths.index).resolve()), split=str(Path(paths.split).resolve())),
         class_names=[index.class_names[c] for c in class_ids],
         label_of={e.id: model_class.get(e.label, -1) for e in index.entries},
+        run=run or RunConfig(),
     )

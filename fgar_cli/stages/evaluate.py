@@ -21,7 +21,7 @@ from fgar_cli.data.dataset import ClipMode
 from fgar_cli.data.run_data import RunData, load_run_data
 from fgar_cli.errors import FgarError
 from fgar_cli.files import check_writable_folder
-from fgar_cli.inference import embed_clips, predict_clips
+from fgar_cli.inference import run_encoders
 from fgar_cli.method.gallery import embed_gallery, score_queries
 from fgar_cli.metrics import classification_metrics, save_confusion_png
 from fgar_cli.runtime import resolve_device, seed_everything
@@ -33,7 +33,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     seed_everything(cfg.run.seed)
     out = check_writable_folder(cfg.out_dir)  # before the work, not after it
     encoders = load_encoders(cfg.ckpt_e, cfg.ckpt_a, need_alignability=False)
-    data = load_run_data(encoders.data_paths(cfg.data))
+    data = load_run_data(encoders.data_paths(cfg.data), cfg.run)
     encoders.check_data(data)
     ids = getattr(data.split, cfg.subset.value)
     if not ids:
@@ -82,17 +82,17 @@ def predict(
     f_A its non-parametric classifier ("alignability") and the two averaged ("combined"). Also f_E's
     per-view probabilities, which clips decoded, and the fitted tau."""
     clip, device, batch_size = encoders.action.recipe.clip, encoders.device, cfg.run.inference_batch_size
-    loader = inference_loader(
-        data.clips(ids, clip, ClipMode.TEST, num_views=cfg.num_views), max(1, batch_size // cfg.num_views)
-    )
-    p_E, valid = predict_clips(encoders.action.model, loader, device, f"{cfg.subset.value} f_E")
-    probs = {"action": p_E.mean(1)}
-    if encoders.alignability is None:
-        return probs, p_E, valid, None
-    model_a, gamma = encoders.alignability.model, encoders.alignability.recipe.loss.gamma
+    dataset = data.clips(ids, clip, ClipMode.TEST, num_views=cfg.num_views)
+    loader = inference_loader(dataset, max(1, batch_size // cfg.num_views))
+    model_a = encoders.alignability.model if encoders.alignability is not None else None
+    out = run_encoders(loader, device, f"{cfg.subset.value} clips", encoders.action.model, model_a)
+    assert out.probs is not None
+    probs = {"action": out.probs.mean(1)}
+    if model_a is None or out.embeddings is None or encoders.alignability is None:
+        return probs, out.probs, out.valid, None
+    gamma = encoders.alignability.recipe.loss.gamma
     gallery = embed_gallery(model_a, data, clip, device, batch_size)
-    embeddings, _ = embed_clips(model_a, loader, device, f"{cfg.subset.value} f_A")
-    scores = score_queries(model_a, embeddings, gallery, cfg.classifier, gamma, device, cfg.run.seed)
+    scores = score_queries(model_a, out.embeddings, gallery, cfg.classifier, gamma, device, cfg.run.seed)
     probs["alignability"] = scores.probs
     probs["combined"] = (probs["action"] + probs["alignability"]) / 2
-    return probs, p_E, valid, scores.tau
+    return probs, out.probs, out.valid, scores.tau

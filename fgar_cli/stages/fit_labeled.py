@@ -33,7 +33,7 @@ from fgar_cli.training import EncoderTrainer
 
 def fit_labeled(cfg: FitLabeledConfig) -> dict[str, Any]:
     seed_everything(cfg.run.seed)
-    data = load_run_data(cfg.data)
+    data = load_run_data(cfg.data, cfg.run)
     ids = data.split.labeled
     if not ids:
         raise FgarError(f"{cfg.data.split}: the labeled split is empty")

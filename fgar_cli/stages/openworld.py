@@ -36,7 +36,7 @@ from fgar_cli.stages.selftrain import selftrain
 
 def openworld(cfg: OpenWorldConfig) -> dict[str, Any]:
     encoders = load_encoders(cfg.ckpt_e, cfg.ckpt_a, need_alignability=True)
-    data = load_run_data(encoders.data_paths(cfg.data))
+    data = load_run_data(encoders.data_paths(cfg.data), cfg.run)
     if data.split.known_classes is None:
         raise FgarError(
             f"{data.paths.split}: not an open-world split; make one with "

@@ -26,7 +26,7 @@ from fgar_cli.runtime import resolve_device, seed_everything
 
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     seed_everything(cfg.run.seed)
-    data = load_run_data(cfg.data)
+    data = load_run_data(cfg.data, cfg.run)
     if not data.split.unlabeled:
         raise FgarError(f"{cfg.data.split}: the unlabeled split is empty; GITDL pretraining has nothing to learn from")
     device = resolve_device(cfg.run.device)

@@ -21,7 +21,7 @@ from fgar_cli.data.dataset import ClipMode
 from fgar_cli.data.run_data import RunData, load_run_data
 from fgar_cli.errors import FgarError
 from fgar_cli.files import check_writable_folder
-from fgar_cli.inference import embed_clips, predict_clips
+from fgar_cli.inference import run_encoders
 from fgar_cli.method.gallery import Gallery, embed_gallery, load_gallery, save_gallery, score_queries
 from fgar_cli.method.pseudolabels import PseudoLabels, select_pseudo_labels, write_pseudo_labels
 from fgar_cli.runtime import resolve_device, seed_everything
@@ -45,15 +45,18 @@ def pseudo_label(
     if not ids:
         raise FgarError(f"{data.paths.split}: the unlabeled split is empty: there is nothing to pseudo-label")
     clip, device = encoders.action.recipe.clip, encoders.device
+    model_a = encoders.alignability.model if encoders.alignability is not None else None
     loader = inference_loader(data.clips(ids, clip, ClipMode.TEST), run.inference_batch_size)
-    p_E, valid = predict_clips(encoders.action.model, loader, device, "unlabeled f_E")
-    p_E = p_E[:, 0]
+    out = run_encoders(loader, device, "unlabeled clips", encoders.action.model, model_a)
+    assert out.probs is not None
+    p_E, valid = out.probs[:, 0], out.valid
     scores = None
-    if encoders.alignability is not None:
-        model_a, gamma = encoders.alignability.model, encoders.alignability.recipe.loss.gamma
-        gallery = gallery or embed_gallery(model_a, data, clip, device, run.inference_batch_size)
-        embeddings, _ = embed_clips(model_a, loader, device, "unlabeled f_A")
-        scores = score_queries(model_a, embeddings[:, 0], gallery, classifier, gamma, device, run.seed + round_)
+    if encoders.alignability is not None and out.embeddings is not None:
+        gamma = encoders.alignability.recipe.loss.gamma
+        gallery = gallery or embed_gallery(encoders.alignability.model, data, clip, device, run.inference_batch_size)
+        scores = score_queries(
+            encoders.alignability.model, out.embeddings[:, 0], gallery, classifier, gamma, device, run.seed + round_
+        )
     selection = select_pseudo_labels(
         p_E.nan_to_num(1.0 / data.num_classes),
         scores.probs if scores is not None else None,
@@ -78,7 +81,7 @@ def run_pseudolabel(cfg: PseudoLabelConfig) -> dict[str, Any]:
     """`fgar pseudolabel`: data and split default to those stored in the f_E checkpoint."""
     seed_everything(cfg.run.seed)
     encoders = load_encoders(cfg.ckpt_e, cfg.ckpt_a, need_alignability=cfg.pseudo_labeling.source != Source.ACTION)
-    data = load_run_data(encoders.data_paths(cfg.data))
+    data = load_run_data(encoders.data_paths(cfg.data), cfg.run)
     encoders.check_data(data)
     encoders.to(resolve_device(cfg.run.device))
     given = None

@@ -50,7 +50,7 @@ def selftrain(cfg: SelfTrainConfig, novel_threshold: float | None = None) -> dic
     seed_everything(cfg.run.seed)
     train_a = cfg.pseudo_labeling.source != Source.ACTION
     encoders = load_encoders(cfg.ckpt_e, cfg.ckpt_a, need_alignability=train_a or novel_threshold is not None)
-    data = load_run_data(encoders.data_paths(cfg.data))
+    data = load_run_data(encoders.data_paths(cfg.data), cfg.run)
     encoders.check_data(data)
     if not data.split.unlabeled:
         raise FgarError(f"{data.paths.split}: the unlabeled split is empty: there is nothing to self-train on")
