@@ -31,7 +31,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHIM = """#!/usr/bin/env bash
 start=$(date +%s.%N)
-PYTHONPATH="{tree}" "{python}" -m fgar_cli.cli "$@"
+PYTHONPATH="{tree}" "{python}" -c "from fgar_cli.cli import main; main()" "$@"
 code=$?
 echo "$start $(date +%s.%N) $code $1 $2" >> "{log}"
 exit $code
@@ -76,6 +76,7 @@ def run_demo(tree: Path, data: Path, work: Path) -> list[tuple[str, float]]:
         env=env,
         capture_output=True,
         text=True,
+        cwd=work,  # not the repository: `python -c` puts the working folder first on sys.path
     )
     if result.returncode != 0:
         sys.exit(f"the demo of {tree} failed:\n{result.stderr[-2000:]}")

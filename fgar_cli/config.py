@@ -120,13 +120,14 @@ class ActionEncoderConfig(Config):
     arch: ActionArch = Field(ActionArch.R2PLUS1D_18, description="video CNN trunk")
     bgr: bool = Field(False, description="the init weights expect BGR input (channels are reversed)")
     dropout: float = Field(0.5, ge=0, lt=1, description="dropout before the classifier")
-    width: int | None = Field(None, ge=4, description="small3d only: channels of the first block (default 32)")
+    width: int | None = Field(None, ge=4, description="small3d only: channels of the first block (default 16)")
 
 
 class AlignabilityEncoderConfig(Config):
     """f_A's architecture (VTN style): a 2D CNN per frame, a temporal transformer, a per-frame projection."""
 
     backbone: FrameBackbone = Field(FrameBackbone.SMALL2D, description="per-frame 2D CNN")
+    width: int | None = Field(None, ge=4, description="small2d only: channels of the first block (default 16)")
     feature_dim: int = Field(128, ge=8, description="size of each frame's embedding, F")
     hidden_dim: int = Field(128, ge=8, description="width of the temporal transformer")
     depth: int = Field(2, ge=1, description="transformer layers")

@@ -24,10 +24,15 @@ import torch
 from torch import Tensor, nn
 
 from fgar_cli.errors import FgarError
-from fgar_cli.kernels import cpu
 
 _CPU_CHUNK_BYTES = 8 << 20  # gallery products per chunk: stays in the L3 cache between matmul and DP
 _CUDA_CHUNK_BYTES = 512 << 20
+
+
+def _cpu_kernels():
+    from fgar_cli.kernels import cpu  # imported on first use: numba takes a quarter of a second to import
+
+    return cpu
 
 
 def _cuda_kernels(dtype: torch.dtype):
@@ -117,6 +122,7 @@ class _SoftDTWFunction(torch.autograd.Function):
 
 
 def _cpu_forward(cost: Tensor, gamma: float, band: int, lens: Tensor, need_grad: bool):
+    cpu = _cpu_kernels()
     B, N, M = cost.shape
     out = torch.empty(B, dtype=cost.dtype)
     scale = _scale(gamma, cost.dtype)
@@ -130,7 +136,7 @@ def _cpu_forward(cost: Tensor, gamma: float, band: int, lens: Tensor, need_grad:
 
 def _cpu_backward(weights: Tensor, lens: Tensor, band: int, grad_out: Tensor, shape) -> Tensor:
     grad = torch.empty(shape, dtype=weights.dtype)
-    cpu.backward(weights.numpy(), lens.numpy(), band, grad_out.numpy(), grad.numpy())
+    _cpu_kernels().backward(weights.numpy(), lens.numpy(), band, grad_out.numpy(), grad.numpy())
     return grad
 
 
@@ -292,7 +298,7 @@ def pairwise_soft_dtw(queries: Tensor, gallery: Tensor, gamma: float, band: int 
         if device.type == "cuda":
             _cuda_gallery(dots, scale, band_value, values)
         else:
-            cpu.gallery_forward(dots.numpy(), scale, band_value, values.numpy())
+            _cpu_kernels().gallery_forward(dots.numpy(), scale, band_value, values.numpy())
     return out.to(queries.dtype)
 
 
