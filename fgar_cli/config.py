@@ -121,6 +121,9 @@ class ActionEncoderConfig(Config):
     bgr: bool = Field(False, description="the init weights expect BGR input (channels are reversed)")
     dropout: float = Field(0.5, ge=0, lt=1, description="dropout before the classifier")
     width: int | None = Field(None, ge=4, description="small3d only: channels of the first block (default 16)")
+    temporal_stem: bool = Field(
+        False, description="small3d only: the first block convolves time too (3x3x3), not space alone (1x3x3)"
+    )
 
 
 class AlignabilityEncoderConfig(Config):

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # small3d's first-block channels when the config leaves `width` out. 16, not the 32 it had: on
 # development data its supervised f_E learned as well (mean test top-1 0.270 against 0.267 over 6 runs,
-# paired difference +0.003 +- 0.028; benchmarks/model_width.py) at half the training time.
+# paired difference +0.003 +- 0.028; benchmarks/model_variants.py) at half the training time.
 SMALL3D_WIDTH = 16
 # The same for small2d, for the same reason: its f_A's non-parametric classifier reached 0.651 against
 # 0.551 (+0.100 +- 0.121 over 6 development runs) in 0.6 of the time.
@@ -54,9 +54,11 @@ def _check_clip(x: Tensor, who: str) -> None:
 # --------------------------------------------------------------------------- f_E: action encoder
 
 
-def _conv3d_block(cin: int, cout: int, stride: tuple[int, int, int]) -> nn.Sequential:
+def _conv3d_block(
+    cin: int, cout: int, stride: tuple[int, int, int], kernel: tuple[int, int, int] = (3, 3, 3)
+) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv3d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False),
+        nn.Conv3d(cin, cout, kernel, stride=stride, padding=tuple(k // 2 for k in kernel), bias=False),
         nn.BatchNorm3d(cout),
         nn.ReLU(inplace=True),
     )
@@ -65,9 +67,12 @@ def _conv3d_block(cin: int, cout: int, stride: tuple[int, int, int]) -> nn.Seque
 class Small3D(nn.Module):
     """A small 3D CNN trunk for CPU runs: 4 conv blocks (w, 2w, 4w, 4w channels), then a coarse pool.
 
-    Space is halved by every block; time by the last two only, so the early blocks see motion at the
+    Space is halved by every block; time by the last two only, so the middle blocks see motion at the
     full frame rate (the phases of a fine-grained action are short), and 8-frame clips keep 2 steps.
-    On 16 x 56 x 56 clips with width 16 (the default) this is about 0.08 GMAC per clip.
+    The first block convolves space only (1 x 3 x 3) unless `temporal_stem`: on development data that
+    learned as well as a 3 x 3 x 3 first block (test top-1 +0.014 +- 0.030 over 6 runs) in 0.75 of the
+    time, since a 3-channel input makes the full 3D kernel the slowest convolution of the net
+    (benchmarks/model_variants.py). On 16 x 56 x 56 clips with width 16 this is about 0.05 GMAC per clip.
 
     The pool keeps 4 time steps x 2 x 2 places instead of one global average: fine-grained classes
     differ in the order of their phases (a forward and a back somersault visit the same poses in
@@ -78,11 +83,11 @@ class Small3D(nn.Module):
 
     POOL = (4, 2, 2)
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, temporal_stem: bool = False) -> None:
         super().__init__()
         w = width
         self.blocks = nn.Sequential(
-            _conv3d_block(3, w, (1, 2, 2)),
+            _conv3d_block(3, w, (1, 2, 2), (3, 3, 3) if temporal_stem else (1, 3, 3)),
             _conv3d_block(w, 2 * w, (1, 2, 2)),
             _conv3d_block(2 * w, 4 * w, (2, 2, 2)),
             _conv3d_block(4 * w, 4 * w, (2, 2, 2)),
@@ -94,14 +99,14 @@ class Small3D(nn.Module):
         return self.pool(self.blocks(x)).flatten(1)
 
 
-def _video_trunk(arch: ActionArch, width: int) -> tuple[nn.Module, int]:
+def _video_trunk(config: ActionEncoderConfig) -> tuple[nn.Module, int]:
     """The trunk without its classifier, and its feature size."""
-    if arch == ActionArch.SMALL3D:
-        trunk = Small3D(width)
+    if config.arch == ActionArch.SMALL3D:
+        trunk = Small3D(config.width or SMALL3D_WIDTH, config.temporal_stem)
         return trunk, trunk.out_dim
     import torchvision.models.video  # here, not at the top: importing torchvision costs ~1.8 s (torch._dynamo)
 
-    builder = getattr(torchvision.models.video, arch.value)
+    builder = getattr(torchvision.models.video, config.arch.value)
     trunk = builder(weights=None)
     dim = trunk.fc.in_features
     trunk.fc = nn.Identity()  # our head lives in ActionEncoder.fc, so the trunk ends at the pooled features
@@ -115,9 +120,11 @@ class ActionEncoder(nn.Module):
 
     def __init__(self, config: ActionEncoderConfig, num_classes: int) -> None:
         super().__init__()
+        if config.arch == ActionArch.SMALL3D and config.width is None:  # a checkpoint records the width itself,
+            config = config.model_copy(update={"width": SMALL3D_WIDTH})  # so a later default cannot change it
         self.config = config
         self.num_classes = num_classes
-        self.backbone, self.feature_dim = _video_trunk(config.arch, config.width or SMALL3D_WIDTH)
+        self.backbone, self.feature_dim = _video_trunk(config)
         self.backbone.to(memory_format=torch.channels_last_3d)
         self.dropout = nn.Dropout(config.dropout)
         self.fc = nn.Linear(self.feature_dim, num_classes)
@@ -143,8 +150,8 @@ def build_action_encoder(
     'state_dict' or 'model'); what was loaded is in `model.init_report`."""
     if num_classes < 1:
         raise FgarError(f"action encoder: num_classes must be >= 1, got {num_classes}")
-    if config.width is not None and config.arch != ActionArch.SMALL3D:
-        raise FgarError(f"action encoder: width sizes small3d only, not {config.arch.value}")
+    if (config.width is not None or config.temporal_stem) and config.arch != ActionArch.SMALL3D:
+        raise FgarError(f"action encoder: width and temporal_stem shape small3d only, not {config.arch.value}")
     model = ActionEncoder(config, num_classes)
     if init is not None:
         model.init_report = load_init_weights(model, init)
@@ -355,6 +362,8 @@ class AlignabilityEncoder(nn.Module):
 
     def __init__(self, config: AlignabilityEncoderConfig) -> None:
         super().__init__()
+        if config.backbone == FrameBackbone.SMALL2D and config.width is None:  # see ActionEncoder
+            config = config.model_copy(update={"width": SMALL2D_WIDTH})
         self.config = config
         hidden_dim = config.hidden_dim
         self.max_frames = config.max_frames

@@ -78,7 +78,7 @@ def test_unknown_arch_or_argument_is_a_one_line_error():
         action("small3d", 5, depth=3)
     with pytest.raises(FgarError, match="bgr"):
         action("small3d", 5, bgr="grb")
-    with pytest.raises(FgarError, match="width sizes small3d only"):
+    with pytest.raises(FgarError, match="width and temporal_stem shape small3d only"):
         action("r3d_18", 5, width=16)
     with pytest.raises(FgarError, match="dropout"):
         action("small3d", 5, dropout=1.5)
@@ -312,3 +312,10 @@ def test_bad_checkpoints_are_one_line_errors():
     truncated = fields | {"state_dict": dict(list(fields["state_dict"].items())[:-2])}
     with pytest.raises(FgarError, match="missing"):
         build_model(truncated, source="e.pt")
+
+
+def test_checkpoints_record_the_width_even_when_it_was_the_default():
+    e = model_fields(action("small3d", 3))
+    a = model_fields(tiny_alignability())
+    assert e["arch"]["width"] == 16 and a["arch"]["width"] == 16  # a later default cannot change a checkpoint
+    assert build_model(e).backbone.blocks[0][0].out_channels == 16

@@ -8,7 +8,8 @@ clip decoded from the video, bit for bit (`tests/test_frame_cache.py`).
 
 * Keyed by the source (resolved path, size, modification time; a frame folder's file count too),
   the entry's frame range and the short side, so a changed video or another size never serves
-  stale frames: it gets another key.
+  stale frames: it gets another key. (A process looks a video's key up once, at its first read from
+  the cache, and keeps the file mapped; a video changed while a stage runs is seen by the next one.)
 * One file per entry, written atomically, so DataLoader workers and concurrent stages can share it.
 * Bounded: `limit_bytes` for the whole folder; past it, clips are decoded as if there were no cache.
 * `auto` (the default) turns the cache on when the run's videos fit in the limit at this size, and
@@ -68,6 +69,12 @@ class FrameCache:
     hits: int = 0
     misses: int = 0
     full: bool = field(default=False)
+    # This process's open maps, by source and range: the key (a stat of the video) is taken once per
+    # process, and an epoch's reads cost one slice each. Not pickled to DataLoader workers.
+    _maps: dict[tuple[str, int, int], np.ndarray] = field(default_factory=dict, repr=False)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_maps": {}}
 
     def _file(self, path: Path, start: int, end: int) -> Path:
         key = hashlib.sha1(f"v{VERSION}|{_source_key(path)}|{start}|{end}|{self.short_side}".encode()).hexdigest()
@@ -75,10 +82,15 @@ class FrameCache:
 
     def read(self, path: Path, indices: np.ndarray, start: int, end: int, total: int | None) -> np.ndarray:
         """Frames at absolute `indices` (all inside [start, end)) at the cache's short side, (N, H, W, 3)."""
+        opened = self._maps.get((str(path), start, end))
+        if opened is not None:
+            self.hits += 1
+            return np.ascontiguousarray(opened[indices - start])
         file = self._file(path, start, end)
         if file.exists():
             try:
                 frames = np.load(file, mmap_mode="r")
+                self._maps[(str(path), start, end)] = frames
                 self.hits += 1
                 return np.ascontiguousarray(frames[indices - start])
             except (OSError, ValueError):  # damaged (a disk error): decode again below

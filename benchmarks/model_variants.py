@@ -1,16 +1,19 @@
-"""Does a narrower CPU model learn as well? The demo's supervised encoders, on development data.
+"""Does a cheaper CPU model learn as well? The demo's supervised encoders, on development data.
 
-    python benchmarks/model_width.py --encoder action|alignability [--widths 32,16] [--seeds 1,5]
-        [--splits 0,1,2] [--out DIR]
+    python benchmarks/model_variants.py --encoder action|alignability --variant NAME=KEY:VALUE,... ...
+        [--seeds 1,5] [--splits 0,1,2] [--out DIR]
+    e.g. --encoder action --variant before=width:32,temporal_stem:true --variant now=width:16
 
-For each generator seed (development seeds only: never the demo's seed 0 or a seed a table reports),
-each label split (30% labels, as `make demo`) and each width, trains one encoder with the demo's
-settings (examples/demo.yaml) and evaluates it on the test split (3 views):
+Each variant sets fields of the encoder's architecture (ActionEncoderConfig or
+AlignabilityEncoderConfig in fgar_cli/config.py). For each generator seed (development seeds only:
+never the demo's seed 0 or a seed a table reports), each label split (30% labels, as `make demo`) and
+each variant, it trains one encoder with the demo's settings (examples/demo.yaml) and evaluates it on
+the test split (3 views):
 * `action`: small3d f_E alone (fit-labeled, 40 epochs), its test top-1;
 * `alignability`: small2d f_A, GITDL pretraining (2 epochs) then fit-labeled (20 epochs), the test
   top-1 of its non-parametric classifier.
-Prints test top-1 per run, the mean per width, the paired difference against the first width with a
-95% t interval over the runs, and the training time. Finished runs are reused when rerun.
+Prints test top-1 per run, the mean per variant, the paired difference against the first variant with
+a 95% t interval over the runs, and the training time. Finished runs are reused when rerun.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def fgar(*args: object) -> None:
         sys.exit(f"fgar {' '.join(map(str, args[:2]))} failed:\n{result.stderr[-1500:]}")
 
 
-def run(out: Path, seed: int, split: int, width: int, encoder: str) -> tuple[float, float]:
+def run(out: Path, seed: int, split: int, variant: tuple[str, str], encoder: str) -> tuple[float, float]:
     data = out / f"synth{seed}"
     if not (data / "Diving48_V2_test.json").exists():
         fgar("synth", "--out", data, "--seed", seed, "--overwrite")
@@ -47,16 +50,17 @@ def run(out: Path, seed: int, split: int, width: int, encoder: str) -> tuple[flo
     split_file = out / f"split{seed}_{split}.json"
     if not split_file.exists():
         fgar("data", "split", "--index", index, "--fraction", "0.3", "--seed", split, "--out", split_file)
-    folder = out / f"{encoder}_s{seed}_split{split}_w{width}"
+    name, fields = variant
+    folder = out / f"{encoder}_s{seed}_split{split}_{name}"
     metrics = folder / "eval" / "metrics.json"
     if not metrics.exists():
         config = folder / "config.yaml"
         folder.mkdir(parents=True, exist_ok=True)
         demo = (REPO / "examples" / "demo.yaml").read_text()
         if encoder == "action":
-            demo = demo.replace("action: {arch: small3d}", f"action: {{arch: small3d, width: {width}}}")
+            demo = demo.replace("action: {arch: small3d}", f"action: {{arch: small3d, {fields}}}")
         else:
-            demo = demo.replace("pretrain:\n", f"pretrain:\n  alignability: {{width: {width}}}\n")
+            demo = demo.replace("pretrain:\n", f"pretrain:\n  alignability: {{{fields}}}\n")
         config.write_text(demo)
         data_args = ["--index", index, "--split", split_file]
         start = time.perf_counter()
@@ -78,33 +82,34 @@ def run(out: Path, seed: int, split: int, width: int, encoder: str) -> tuple[flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--encoder", choices=["action", "alignability"], required=True)
-    parser.add_argument("--widths", default="32,16")
+    parser.add_argument("--variant", action="append", required=True, help="NAME=KEY:VALUE,KEY:VALUE")
     parser.add_argument("--seeds", default="1,5", help="development generator seeds")
     parser.add_argument("--splits", default="0,1,2")
-    parser.add_argument("--out", default="runs/model_width")
+    parser.add_argument("--out", default="runs/model_variants")
     args = parser.parse_args()
-    widths = [int(w) for w in args.widths.split(",")]
+    variants = [(v.split("=", 1)[0], v.split("=", 1)[1].replace(":", ": ").replace(",", ", ")) for v in args.variant]
+    names = [name for name, _ in variants]
     cells = [(int(s), int(k)) for s in args.seeds.split(",") for k in args.splits.split(",")]
     out = Path(args.out)
-    results: dict[int, list[float]] = {w: [] for w in widths}
-    seconds: dict[int, list[float]] = {w: [] for w in widths}
+    results: dict[str, list[float]] = {name: [] for name in names}
+    seconds: dict[str, list[float]] = {name: [] for name in names}
     for seed, split in cells:
         row = []
-        for width in widths:
-            top1, took = run(out, seed, split, width, args.encoder)
-            results[width].append(top1)
-            seconds[width].append(took)
-            row.append(f"w{width} {top1:.3f} ({took:.0f} s)")
+        for variant in variants:
+            top1, took = run(out, seed, split, variant, args.encoder)
+            results[variant[0]].append(top1)
+            seconds[variant[0]].append(took)
+            row.append(f"{variant[0]} {top1:.3f} ({took:.0f} s)")
         print(f"seed {seed} split {split}: " + ", ".join(row), flush=True)
-    base = widths[0]
-    for width in widths:
-        mean = statistics.mean(results[width])
-        took = statistics.mean(seconds[width])
-        line = f"width {width}: mean test top-1 {mean:.3f} over {len(cells)} runs, training {took:.0f} s"
-        if width != base and len(cells) > 1:
-            diffs = [a - b for a, b in zip(results[width], results[base], strict=True)]
+    base = names[0]
+    for name in names:
+        mean = statistics.mean(results[name])
+        took = statistics.mean(seconds[name])
+        line = f"{name}: mean test top-1 {mean:.3f} over {len(cells)} runs, training {took:.0f} s"
+        if name != base and len(cells) > 1:
+            diffs = [a - b for a, b in zip(results[name], results[base], strict=True)]
             half = T95.get(len(diffs) - 1, 2.0) * statistics.stdev(diffs) / math.sqrt(len(diffs))
-            line += f"; paired difference to width {base}: {statistics.mean(diffs):+.3f} (95% CI +-{half:.3f})"
+            line += f"; paired difference to {base}: {statistics.mean(diffs):+.3f} (95% CI +-{half:.3f})"
         print(line)
 
 
