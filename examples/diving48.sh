@@ -4,7 +4,9 @@
 #   examples/diving48.sh DIVING48_ROOT RUN_DIR
 #
 # DIVING48_ROOT holds Diving48_V2_train.json, Diving48_V2_test.json, Diving48_vocab.json and rgb/.
-# Needs a GPU for reasonable run times. Settings: examples/diving48.yaml.
+# Needs a GPU for reasonable run times. Settings: examples/diving48.yaml. As in the paper, f_E starts
+# from TCLR: set INIT_E to TCLR's released R(2+1)D-18 Kinetics-400 weights (a local file; nothing is
+# downloaded), or leave it unset to pretrain f_E with TCLR's losses on each split's unlabeled videos.
 set -euo pipefail
 if [ $# -lt 2 ]; then echo "usage: $0 DIVING48_ROOT RUN_DIR" >&2; exit 2; fi
 ROOT=$1

@@ -49,8 +49,10 @@ from fgar_cli.models import (
     ActionEncoder,
     AlignabilityEncoder,
     EncoderKind,
+    PretrainedActionEncoder,
     build_action_encoder,
     build_alignability_encoder,
+    build_pretrained_action_encoder,
 )
 
 CHECKPOINT_FORMAT = "fgar.checkpoint"
@@ -105,7 +107,7 @@ def load_checkpoint(path: str | Path, kind: EncoderKind | None = None) -> dict[s
 
 def model_fields(model: nn.Module) -> dict[str, Any]:
     """The checkpoint fields that rebuild `model`: kind, arch, num_classes, state_dict (CPU tensors)."""
-    if not isinstance(model, ActionEncoder | AlignabilityEncoder):
+    if not isinstance(model, ActionEncoder | AlignabilityEncoder | PretrainedActionEncoder):
         raise TypeError(f"not an fgar model: {type(model).__name__}")
     fields: dict[str, Any] = {"kind": model.kind.value, "arch": model.config.model_dump(mode="json")}
     if isinstance(model, ActionEncoder):
@@ -127,8 +129,11 @@ def build_model(ckpt: Mapping[str, Any], source: str = "checkpoint") -> nn.Modul
         model: nn.Module = build_action_encoder(validate(ActionEncoderConfig, ckpt["arch"], source), num_classes)
     elif kind == EncoderKind.ALIGNABILITY:
         model = build_alignability_encoder(validate(AlignabilityEncoderConfig, ckpt["arch"], source))
+    elif kind == EncoderKind.ACTION_PRETRAINED:
+        model = build_pretrained_action_encoder(validate(ActionEncoderConfig, ckpt["arch"], source))
     else:
-        raise FgarError(f"{source}: unknown checkpoint kind '{kind}' (expected 'action' or 'alignability')")
+        kinds = ", ".join(f"'{k.value}'" for k in EncoderKind)
+        raise FgarError(f"{source}: unknown checkpoint kind '{kind}' (expected one of {kinds})")
     try:
         result = model.load_state_dict(ckpt["state_dict"], strict=False)
     except RuntimeError as exc:  # shape mismatches; the first line of torch's message says nothing
@@ -237,6 +242,20 @@ def load_alignability_weights(path: str) -> AlignabilityEncoder:
     model = build_model(load_checkpoint(path, kind=EncoderKind.ALIGNABILITY), path)
     assert isinstance(model, AlignabilityEncoder)
     return model
+
+
+def init_action_config(path: str) -> ActionEncoderConfig | None:
+    """The architecture recorded in an fgar f_E checkpoint (E0.pt from `pretrain --encoder action`, or
+    an E.pt), which f_E must be built with to start from it; None for any other weights file."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not an fgar checkpoint: the weights loader reports what is wrong with it
+        return None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        return None
+    if ckpt.get("kind") not in (EncoderKind.ACTION, EncoderKind.ACTION_PRETRAINED):
+        raise FgarError(f"{path}: a '{ckpt.get('kind')}' checkpoint cannot start f_E (pass E0.pt or an E.pt)")
+    return validate(ActionEncoderConfig, ckpt.get("arch"), path)
 
 
 @dataclass

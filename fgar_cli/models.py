@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fgar_cli.config import ActionArch, ActionEncoderConfig, AlignabilityEncoderConfig, FrameBackbone
+from fgar_cli.data.transforms import KINETICS_MEAN, KINETICS_STD
 from fgar_cli.errors import FgarError
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ SMALL2D_WIDTH = 16
 
 class EncoderKind(StrEnum):
     ACTION = "action"  # f_E
+    ACTION_PRETRAINED = "action_pretrained"  # f_E's trunk with TCLR's projection head, from pretraining
     ALIGNABILITY = "alignability"  # f_A with its score head f_S
 
 
@@ -98,6 +100,10 @@ class Small3D(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # x: (B, 3, T, H, W)
         return self.pool(self.blocks(x)).flatten(1)
 
+    def feature_map(self, x: Tensor) -> Tensor:
+        """(B, 3, T, H, W) -> the last block's map (B, 4w, T / 4, H / 16, W / 16), before pooling."""
+        return self.blocks(x)
+
 
 def _video_trunk(config: ActionEncoderConfig) -> tuple[nn.Module, int]:
     """The trunk without its classifier, and its feature size."""
@@ -108,9 +114,47 @@ def _video_trunk(config: ActionEncoderConfig) -> tuple[nn.Module, int]:
 
     builder = getattr(torchvision.models.video, config.arch.value)
     trunk = builder(weights=None)
+    if config.dilated_layer4:
+        _dilate_layer4(trunk, config.arch)
     dim = trunk.fc.in_features
     trunk.fc = nn.Identity()  # our head lives in ActionEncoder.fc, so the trunk ends at the pooled features
     return trunk, dim
+
+
+def _dilate_layer4(trunk: nn.Module, arch: ActionArch) -> None:
+    """TCLR's change to torchvision's layer4 (its authors' model.py): the first convolution and the
+    shortcut no longer halve time; the first convolution is dilated in time instead, so 16 frames end
+    in 4 time steps, not 2. For R(2+1)D the whole factorised first convolution becomes one 3 x 3 x 3
+    convolution, as in TCLR's R(2+1)D-18, so its released weights load with their key names."""
+    block = trunk.layer4[0]
+    block.conv1[0] = nn.Conv3d(256, 512, 3, stride=(1, 2, 2), padding=(2, 1, 1), dilation=(2, 1, 1), bias=False)
+    block.downsample[0] = nn.Conv3d(256, 512, 1, stride=(1, 2, 2), bias=False)
+
+
+def _trunk_feature_map(trunk: nn.Module, x: Tensor) -> Tensor:
+    """The trunk's last feature map (B, C, T', H', W') before pooling, for clips (B, 3, T, H, W)."""
+    if isinstance(trunk, Small3D):
+        return trunk.feature_map(x)
+    x = trunk.stem(x)  # torchvision's VideoResNet
+    return trunk.layer4(trunk.layer3(trunk.layer2(trunk.layer1(x))))
+
+
+def _trunk_input(config: ActionEncoderConfig, x: Tensor) -> Tensor:
+    """Normalised clips (B, T, 3, H, W) -> what the trunk reads: (B, 3, T, H, W), channels-last."""
+    if config.raw_input:  # weights trained on [0, 1] frames: undo the data pipeline's normalisation
+        x = x * x.new_tensor(KINETICS_STD).view(3, 1, 1) + x.new_tensor(KINETICS_MEAN).view(3, 1, 1)
+    if config.bgr:  # weights trained on BGR frames (OpenCV-decoded) expect the channels reversed
+        x = x.flip(2)
+    # torchvision video models want (B, 3, T, H, W); channels-last memory makes oneDNN's 3D
+    # convolutions about 1.3x faster on the CPU (docs/PERFORMANCE.md), and CUDA's no slower.
+    return x.permute(0, 2, 1, 3, 4).contiguous(memory_format=torch.channels_last_3d)
+
+
+def _check_action_config(config: ActionEncoderConfig) -> None:
+    if (config.width is not None or config.temporal_stem) and config.arch != ActionArch.SMALL3D:
+        raise FgarError(f"action encoder: width and temporal_stem shape small3d only, not {config.arch.value}")
+    if config.dilated_layer4 and config.arch == ActionArch.SMALL3D:
+        raise FgarError("action encoder: dilated_layer4 changes r3d_18 and r2plus1d_18 only, not small3d")
 
 
 class ActionEncoder(nn.Module):
@@ -133,11 +177,7 @@ class ActionEncoder(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """Pooled clip embedding (B, feature_dim) for clips (B, T, 3, H, W)."""
         _check_clip(x, "action encoder")
-        if self.config.bgr:  # weights trained on BGR frames (OpenCV-decoded) expect the channels reversed
-            x = x.flip(2)
-        # torchvision video models want (B, 3, T, H, W); channels-last memory makes oneDNN's 3D
-        # convolutions about 1.3x faster on the CPU (docs/PERFORMANCE.md), and CUDA's no slower.
-        return self.backbone(x.permute(0, 2, 1, 3, 4).contiguous(memory_format=torch.channels_last_3d))
+        return self.backbone(_trunk_input(self.config, x))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.dropout(self.features(x)))
@@ -150,13 +190,68 @@ def build_action_encoder(
     'state_dict' or 'model'); what was loaded is in `model.init_report`."""
     if num_classes < 1:
         raise FgarError(f"action encoder: num_classes must be >= 1, got {num_classes}")
-    if (config.width is not None or config.temporal_stem) and config.arch != ActionArch.SMALL3D:
-        raise FgarError(f"action encoder: width and temporal_stem shape small3d only, not {config.arch.value}")
+    _check_action_config(config)
     model = ActionEncoder(config, num_classes)
     if init is not None:
         model.init_report = load_init_weights(model, init)
         log.info("%s", model.init_report.summary())
     return model
+
+
+class ProjectionHead(nn.Module):
+    """TCLR's projection head: Linear(C, C) - BN - ReLU - Linear(C, dim, no bias) - BN, then unit length."""
+
+    def __init__(self, in_dim: int, dim: int = 128) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, in_dim)
+        self.bn1 = nn.BatchNorm1d(in_dim)
+        self.fc2 = nn.Linear(in_dim, dim, bias=False)
+        self.bn2 = nn.BatchNorm1d(dim)
+
+    def forward(self, h: Tensor) -> Tensor:  # (N, C) -> (N, dim)
+        return F.normalize(self.bn2(self.fc2(F.relu(self.bn1(self.fc1(h))))), dim=1)
+
+
+class PretrainedActionEncoder(nn.Module):
+    """f_E's trunk with TCLR's projection head, for self-supervised pretraining (`fgar pretrain
+    --encoder action`). Its trunk's weights are named as ActionEncoder's (`backbone.*`), so its
+    checkpoint E0.pt starts f_E through `fit-labeled --init-e` and the head (`head.*`) is left behind.
+
+    forward(x (B, T, 3, H, W), steps K) -> (clip (B, D), time steps (B, K, D)): unit vectors of the
+    clip (the feature map averaged over time and space) and of K equal parts of its time axis (each
+    averaged over its part and space), all through the same head, as TCLR's `mlp` does.
+    """
+
+    kind = EncoderKind.ACTION_PRETRAINED
+
+    def __init__(self, config: ActionEncoderConfig, projection_dim: int = 128) -> None:
+        super().__init__()
+        if config.arch == ActionArch.SMALL3D and config.width is None:  # see ActionEncoder
+            config = config.model_copy(update={"width": SMALL3D_WIDTH})
+        self.config = config
+        self.backbone, _ = _video_trunk(config)
+        self.backbone.to(memory_format=torch.channels_last_3d)
+        channels = 4 * (config.width or SMALL3D_WIDTH) if config.arch == ActionArch.SMALL3D else 512
+        self.head = ProjectionHead(channels, projection_dim)
+
+    def forward(self, x: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+        _check_clip(x, "action encoder")
+        time_map = _trunk_feature_map(self.backbone, _trunk_input(self.config, x)).mean((3, 4))  # (B, C, T')
+        if time_map.shape[-1] < steps:
+            raise FgarError(
+                f"action encoder: {x.shape[1]} frames leave {time_map.shape[-1]} time steps in the trunk's "
+                f"last map, fewer than the {steps} local clips (use more frames or fewer local clips)"
+            )
+        parts = F.adaptive_avg_pool1d(time_map, steps)  # (B, C, K)
+        B, C = time_map.shape[:2]
+        clip = self.head(time_map.mean(-1))
+        per_step = self.head(parts.transpose(1, 2).reshape(B * steps, C)).reshape(B, steps, -1)
+        return clip, per_step
+
+
+def build_pretrained_action_encoder(config: ActionEncoderConfig) -> PretrainedActionEncoder:
+    _check_action_config(config)
+    return PretrainedActionEncoder(config)
 
 
 @dataclass
@@ -177,16 +272,40 @@ class InitReport:
         )
 
 
+def _training_state_globals() -> list[object]:
+    """The classes that TCLR's training files pickle beside their weights (a GradScaler, by its
+    current and its 2020 module path), allowed to `torch.load(weights_only=True)` so such a file loads
+    without unpickling anything else: a GradScaler is plain state, built without running its code."""
+    import collections
+
+    from torch.amp import grad_scaler
+
+    return [
+        grad_scaler.GradScaler,
+        collections.defaultdict,
+        grad_scaler._refresh_per_optimizer_state,
+        (torch.cuda.amp.GradScaler, "torch.cuda.amp.grad_scaler.GradScaler"),
+        (grad_scaler._refresh_per_optimizer_state, "torch.cuda.amp.grad_scaler._refresh_per_optimizer_state"),
+    ]
+
+
 def _read_weights_file(path: Path) -> Mapping[str, Tensor]:
     if not path.is_file():
         raise FgarError(f"{path}: weights file not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_training_state_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        text = str(exc)
+        if "Unsupported global" in text:  # weights_only refused to build a Python object
+            name = text.split("Unsupported global:", 1)[1].split()[1] if "GLOBAL" in text else "an object"
+            raise FgarError(
+                f"{path}: holds a Python object fgar will not unpickle ({name}); save its state_dict alone"
+            ) from None
+        first = (text.strip().splitlines() or [type(exc).__name__])[0]
         raise FgarError(f"{path}: cannot load weights ({first[:160]})") from None
     if isinstance(obj, Mapping):
-        for key in ("state_dict", "model"):
+        for key in ("state_dict", "model", "bb_state_dict"):
             if isinstance(obj.get(key), Mapping):
                 obj = obj[key]
                 break
@@ -205,16 +324,39 @@ def _strip_prefixes(name: str) -> str:
     return name
 
 
+def _tclr_layout(names: list[str]) -> bool:
+    """TCLR's released files hold nn.Sequential(trunk, projection head): '0.<torchvision name>', '1.fc1.*'."""
+    return any(n.startswith("0.stem.") for n in names)
+
+
 def load_init_weights(model: ActionEncoder, path: str | Path) -> InitReport:
     """Load trunk (and, when its shape fits, head) weights from a local file into f_E.
 
     Names are compared after stripping 'module.'/'backbone.' prefixes, so raw torchvision weights,
-    DataParallel checkpoints and fgar's own action checkpoints all load. A head ('fc.*') of another
-    shape is skipped (other number of classes); any other shape mismatch, or a file that matches
-    nothing, is an error: it is the wrong architecture.
+    DataParallel checkpoints and fgar's own checkpoints (E0.pt from `pretrain --encoder action`, E.pt)
+    all load; so do TCLR's released weights ('module.0.<torchvision name>', their projection head
+    '1.*' left out), which need the model built as TCLR's (`bgr`, `raw_input`, `dilated_layer4`).
+    A head ('fc.*') of another shape is skipped (other number of classes). Every trunk parameter must
+    be found: a missing one, a shape mismatch, or a file that matches nothing is an error that names
+    what did not match (it is the wrong architecture).
     """
     p = Path(path)
     source = {_strip_prefixes(k): v for k, v in _read_weights_file(p).items()}
+    arch = model.config.arch.value
+    if _tclr_layout(list(source)):
+        needed = [
+            f"--{f.replace('_', '-')}" for f in ("bgr", "raw_input", "dilated_layer4") if not getattr(model.config, f)
+        ]
+        if model.config.arch == ActionArch.SMALL3D:
+            raise FgarError(f"{p}: TCLR weights are for r3d_18 or r2plus1d_18, not small3d")
+        if needed:
+            raise FgarError(
+                f"{p}: TCLR weights expect its input and layer4 (BGR frames in [0, 1], a dilated layer4): "
+                f"pass {' '.join(needed)}"
+            )
+        source = {k[2:]: v for k, v in source.items() if k.startswith("0.")} | {
+            k: v for k, v in source.items() if not k.startswith("0.")
+        }
     target = {f"fc.{k}": v for k, v in model.fc.state_dict().items()}
     target.update(model.backbone.state_dict())
     head_keys = {k for k in target if k.startswith("fc.")}
@@ -229,13 +371,26 @@ def load_init_weights(model: ActionEncoder, path: str | Path) -> InitReport:
                 head_skipped = True
                 continue
             raise FgarError(
-                f"{p}: weights do not fit arch '{model.config.arch.value}': '{name}' has shape {tuple(tensor.shape)}, "
+                f"{p}: weights do not fit arch '{arch}': '{name}' has shape {tuple(tensor.shape)}, "
                 f"the model has {tuple(target[name].shape)}"
             )
         loadable[name] = tensor
     if not any(k not in head_keys for k in loadable):
+        raise FgarError(f"{p}: no parameter name matches arch '{arch}' (is this the right weights file?)")
+    missing = sorted(k for k in target if k not in loadable and k not in head_keys)
+    if missing:
+        unexpected = sorted(k for k in source if k not in target)
+        hint = ""
+        if (
+            "layer4.0.conv1.0.weight" in source
+            and source["layer4.0.conv1.0.weight"].dim() == 5
+            and "layer4.0.conv1.0.0.weight" in missing
+        ):
+            hint = " (a full 3D first convolution in layer4, as in TCLR's R(2+1)D-18: pass --dilated-layer4)"
         raise FgarError(
-            f"{p}: no parameter name matches arch '{model.config.arch.value}' (is this the right weights file?)"
+            f"{p}: weights do not fit arch '{arch}'{hint}: {len(missing)} of its tensors missing "
+            f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}), {len(unexpected)} in the file unused "
+            f"({', '.join(unexpected[:4])}{', ...' if len(unexpected) > 4 else ''})"
         )
 
     model.backbone.load_state_dict({k: v for k, v in loadable.items() if k not in head_keys}, strict=False)

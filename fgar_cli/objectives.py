@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fgar_cli.config import AlignabilityLoss, GitdlLoss
+from fgar_cli.config import AlignabilityLoss, GitdlLoss, TclrLoss
+from fgar_cli.contrastive import global_local_loss, instance_loss, local_local_loss
 from fgar_cli.losses import alignability_loss, gitdl_loss
 from fgar_cli.runtime import autocast
 
@@ -64,3 +66,35 @@ class GitdlStep:
             cross_video_negatives=self.loss.cross_video_negatives,
         )
         return {"loss": loss}
+
+
+@dataclass(frozen=True)
+class TclrStep:
+    """f_E pretraining: TCLR's losses on two views of a global clip and of its K local clips.
+
+    The 2 global and 2K local clips of every video go through the trunk in two batches. The total is
+    L_LL + w_GL L_GL + w_IC L_IC, L_GL averaged over the four pairs of views (fgar_cli.contrastive).
+    """
+
+    loss: TclrLoss
+
+    def __call__(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
+        global_views, local_views = batch["global"], batch["local"]  # (B, 2, T, ...), (B, 2, K, T, ...)
+        B, _, K = local_views.shape[:3]
+        # two trunk calls, as local clips may have fewer frames than the global clip
+        with autocast(global_views.device):
+            global_clip, global_steps = model(global_views.flatten(0, 1), K)
+            local, _ = model(local_views.flatten(0, 2), 1)
+        global_clip = global_clip.float().reshape(B, 2, -1)
+        global_steps = global_steps.float().reshape(B, 2, K, -1)
+        local = local.float().reshape(B, 2, K, -1)
+        tau = self.loss.tau
+        terms = {"local_local": local_local_loss(local[:, 0], local[:, 1], tau)}
+        terms["global_local"] = torch.stack(
+            [global_local_loss(global_steps[:, v], local[:, u], tau) for v in (0, 1) for u in (0, 1)]
+        ).mean()
+        total = terms["local_local"] + self.loss.global_local_weight * terms["global_local"]
+        if self.loss.instance_weight > 0:
+            terms["instance"] = instance_loss(global_clip[:, 0], global_clip[:, 1], tau)
+            total = total + self.loss.instance_weight * terms["instance"]
+        return {"loss": total, **terms}

@@ -9,8 +9,8 @@
   folder never holds results of two runs side by side.
 * Before long work starts the folder is created and proven writable, and the temporary files of
   killed processes are swept away.
-Settings that cannot change a result (device, worker processes, inference batch size, the frame
-cache, resume, force) are not compared.
+Settings that cannot change a result (the folder's own path, device, worker processes, inference
+batch size, the frame cache, resume, force) are not compared.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from fgar_cli.files import check_writable_folder, claim_on_first_write, read_tex
 
 RUN_FILE = "run.json"
 NOT_COMPARED = (
+    "out_dir",  # the folder itself: a run folder that was moved or copied resumes where it is now
     "resume",
     "force",
     "run.device",
@@ -38,7 +39,7 @@ NOT_COMPARED = (
 )
 # The files each stage writes into its run folder (globs), removed when a forced fresh run replaces it.
 RESULTS = {
-    "pretrain": ("A0.pt", "A0_last.pt"),
+    "pretrain": ("A0.pt", "A0_last.pt", "E0.pt", "E0_last.pt"),
     "fit_labeled": ("E.pt", "E_last.pt", "A.pt", "A_last.pt"),
     "selftrain": ("round_*", "E.pt", "A.pt", "selftrain.json"),
     "openworld": ("round_*", "E.pt", "A.pt", "selftrain.json", "metrics.json", "eval"),

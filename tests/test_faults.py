@@ -194,6 +194,20 @@ def _fit(ctx: Context, out: object, *extra: object) -> list[object]:
     return ["fit-labeled", *data, "--arch-e", "small3d", "--epochs-e", "1", "--epochs-a", "1", *CLIP, *extra]
 
 
+def _tiny_data(ctx: Context) -> list[object]:
+    return ["--index", ctx.tiny / "index.json", "--split", ctx.tiny / "split.json"]
+
+
+def _tclr_like_file(path: Path) -> Path:
+    """Weights laid out as TCLR's releases are ('module.0.<torchvision name>', its head 'module.1.*')."""
+    import torchvision
+
+    trunk = torchvision.models.video.r3d_18(weights=None)
+    state = {f"module.0.{k}": v for k, v in trunk.state_dict().items() if not k.startswith("fc.")}
+    torch.save({"state_dict": state | {"module.1.fc1.weight": torch.zeros(2, 2)}}, path)
+    return path
+
+
 # Setups: each makes the fault and returns the command that meets it.
 
 
@@ -228,6 +242,12 @@ def resume_with_other_theta(c: Context) -> list[object]:
 
 def resume_with_another_source(c: Context) -> list[object]:
     return [*_selftrain_args(c, _finished_selftrain(c)), "--source", "action", "--resume"]
+
+
+def resume_a_moved_run_folder(c: Context) -> list[object]:
+    moved = c.tmp / "moved"
+    shutil.move(_finished_selftrain(c), moved)
+    return [*_selftrain_args(c, moved), "--resume"]
 
 
 def folder_of_another_stage(c: Context) -> list[object]:
@@ -458,6 +478,7 @@ FAULTS: list[Fault] = [
     ),
     Fault("resume_with_other_options", resume_with_other_theta, 1, ("{tmp}/st/run.json", "theta: 0.4 -> 0.5")),
     Fault("resume_with_another_source", resume_with_another_source, 1, ("run.json", "'collab' -> 'action'")),
+    Fault("resume_a_moved_run_folder", resume_a_moved_run_folder, 0, (), check=_written("moved/selftrain.json")),
     Fault("a_folder_of_another_stage", folder_of_another_stage, 1, ("{tmp}/pre", "holds a pretrain run")),
     # ---- artifacts checked on load
     Fault(
@@ -541,6 +562,36 @@ FAULTS: list[Fault] = [
         check=_not_written("command_ran"),
     ),
     Fault("split_of_another_index", split_of_another_index, 1, ("foreign_split.json", "not in the index")),
+    Fault(
+        "pretrain_action_too_few_frames",
+        lambda c: [
+            "pretrain",
+            "--encoder",
+            "action",
+            *_tiny_data(c),
+            "--arch-e",
+            "small3d",
+            *CLIP,
+            "--out-dir",
+            c.tmp / "pre",
+        ],
+        1,
+        ("8 frames leave 2 time steps", "fewer than the 4 local clips"),
+        check=_not_written("pre/E0.pt"),
+    ),
+    Fault(
+        "init_e_tclr_weights_without_tclr_flags",
+        lambda c: _fit(c, c.tmp / "fit", "--arch-e", "r3d_18", "--init-e", _tclr_like_file(c.tmp / "tclr.pth")),
+        1,
+        ("tclr.pth", "TCLR weights", "--bgr --raw-input --dilated-layer4"),
+        check=_not_written("fit/E.pt"),
+    ),
+    Fault(
+        "init_e_from_an_alignability_checkpoint",
+        lambda c: _fit(c, c.tmp / "fit", "--init-e", c.tiny / "pre" / "A0.pt"),
+        1,
+        ("A0.pt", "'alignability' checkpoint cannot start f_E"),
+    ),
     Fault(
         "checkpoint_of_the_wrong_kind",
         lambda c: ["pseudolabel", "--ckpt-a", c.tiny / "fit" / "A.pt", "--ckpt-e", c.tiny / "fit" / "A.pt"],

@@ -80,27 +80,38 @@ def print_summary(title: str, summary: dict[str, Any]) -> None:
     PretrainConfig,
     "pretrain",
     [
+        Opt("--encoder", "encoder", "alignability: f_A with GITDL (A0.pt); action: f_E with TCLR (E0.pt)."),
         *DATA,
-        Opt("--out-dir", "out_dir", "Run folder; A0.pt goes here."),
-        Opt("--epochs", "training.epochs", "GITDL epochs."),
-        Opt("--batch-size", "training.batch_size", "Videos per batch."),
-        Opt("--lr", "training.lr", "Learning rate."),
+        Opt("--out-dir", "out_dir", "Run folder (default runs/fgar/pretrain, or runs/fgar/pretrain_action)."),
         *CLIP,
+        Opt("--epochs", "training.epochs", "f_A: GITDL epochs."),
+        Opt("--batch-size", "training.batch_size", "f_A: videos per batch."),
+        Opt("--lr", "training.lr", "f_A: learning rate."),
         Opt("--backbone-a", "alignability.backbone", "f_A's per-frame 2D CNN."),
         Opt(
             "--cross-video-negatives/--intra-video-only",
             "loss.cross_video_negatives",
-            "Other videos' frames as negatives.",
+            "f_A: other videos' frames as negatives.",
         ),
+        Opt("--arch-e", "action.arch", "f_E's video CNN (--encoder action)."),
+        Opt("--epochs-e", "action_training.epochs", "f_E: TCLR epochs."),
+        Opt("--batch-size-e", "action_training.batch_size", "f_E: videos per batch (each gives 10 clips at K = 4)."),
+        Opt("--lr-e", "action_training.lr", "f_E: learning rate."),
+        Opt("--local-clips", "action_loss.local_clips", "f_E: non-overlapping local clips per video, K."),
+        Opt("--local-frames", "action_loss.local_frames", "f_E: frames per local clip (default: --num-frames)."),
+        Opt("--instance-weight", "action_loss.instance_weight", "f_E: weight of TCLR's instance loss across videos."),
         *PROCESS,
         RESUME,
         FORCE,
     ],
 )
 def pretrain(cfg: PretrainConfig) -> None:
-    """GITDL self-supervised pretraining of the alignability encoder f_A on the unlabeled split.
+    """Self-supervised pretraining on the unlabeled split: f_A with GITDL, or f_E with TCLR.
 
-    Example: fgar pretrain --index run/index.json --split run/split.json --out-dir run/pretrain --epochs 10
+    Examples:
+      fgar pretrain --index run/index.json --split run/split.json --out-dir run/pretrain --epochs 10
+      fgar pretrain --encoder action --arch-e small3d --index run/index.json --split run/split.json
+        --out-dir run/pretrain_e     (then: fgar fit-labeled --init-e run/pretrain_e/E0.pt ...)
     """
     from fgar_cli.stages.pretrain import pretrain as run
 
@@ -114,8 +125,10 @@ def pretrain(cfg: PretrainConfig) -> None:
         *DATA,
         Opt("--out-dir", "out_dir", "Run folder; E.pt and A.pt go here."),
         Opt("--init-a", "init_a", "Start f_A from this pretrain checkpoint (A0.pt)."),
-        Opt("--init-e", "init_e", "Start f_E from this weights file (e.g. self-supervised weights)."),
+        Opt("--init-e", "init_e", "Start f_E from E0.pt (pretrain --encoder action) or a weights file (TCLR's too)."),
         Opt("--bgr/--rgb", "action.bgr", "The --init-e weights expect BGR input."),
+        Opt("--raw-input/--normalized-input", "action.raw_input", "The --init-e weights expect [0, 1] frames (TCLR)."),
+        Opt("--dilated-layer4/--standard-layer4", "action.dilated_layer4", "r3d_18/r2plus1d_18 with TCLR's layer4."),
         Opt("--arch-e", "action.arch", "f_E's video CNN."),
         Opt("--epochs-e", "action_training.epochs", "Epochs of f_E training."),
         Opt("--epochs-a", "alignability_training.epochs", "Epochs of f_A training."),
@@ -134,7 +147,10 @@ def pretrain(cfg: PretrainConfig) -> None:
 def fit_labeled(cfg: FitLabeledConfig) -> None:
     """Train f_E (cross-entropy) and f_A (L_AV = L_AT + omega L_Score) on the labeled split.
 
-    Example: fgar fit-labeled --index run/index.json --split run/split.json --init-a run/pre/A0.pt --out-dir run/fit
+    Examples:
+      fgar fit-labeled --index run/index.json --split run/split.json --init-a run/pre/A0.pt --out-dir run/fit
+      fgar fit-labeled ... --init-e run/pretrain_e/E0.pt      (f_E's architecture comes from E0.pt)
+      fgar fit-labeled ... --arch-e r2plus1d_18 --init-e tclr_r2plus1d_k400.pth --bgr --raw-input --dilated-layer4
     """
     from fgar_cli.stages.fit_labeled import fit_labeled as run
 

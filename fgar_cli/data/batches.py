@@ -104,3 +104,4 @@ class Stream(IntEnum):
     GITDL = 1
     ACTION = 3
     ALIGNABILITY = 5
+    TCLR = 7

@@ -7,6 +7,9 @@
 * mode "gitdl": `global` and `local` clips (T, 3, S, S) for GITDL pretraining, each with its own
   random crop and flip (so frames cannot be matched by pixel position alone), and `global_t`,
   `local_t`: float tensors (T,) of absolute frame times;
+* mode "tclr": for TCLR pretraining of f_E, `global` (2, T, 3, S, S), two views of the global clip,
+  and `local` (2, K, T, 3, S, S), two views of each of the K local clips (`sampling.tclr_indices`);
+  every one of these 2 (1 + K) clips gets its own augmentation draw, as in TCLR's code;
 plus `label` (int; `labels` overrides by id, e.g. pseudo-labels), `index` (position in
 `entries`) and `id`.
 
@@ -35,10 +38,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from fgar_cli.config import ClipConfig
+from fgar_cli.config import ClipConfig, TclrLoss
 from fgar_cli.data.frame_cache import FrameCache
 from fgar_cli.data.index import DatasetIndex, VideoEntry
-from fgar_cli.data.sampling import gitdl_indices, segment_indices
+from fgar_cli.data.sampling import gitdl_indices, segment_indices, tclr_indices, temporal_crop
 from fgar_cli.data.transforms import ClipTransform
 from fgar_cli.data.video import VideoDecodeError, count_frames, read_frames
 from fgar_cli.errors import FgarError
@@ -50,6 +53,7 @@ class ClipMode(StrEnum):
     TRAIN = "train"  # random frames per segment, random crop and flip
     TEST = "test"  # centre frames (or several views), centre crop
     GITDL = "gitdl"  # a global and a local clip of one video, for GITDL pretraining
+    TCLR = "tclr"  # two views of a global clip and of its K local clips, for TCLR pretraining
 
 
 class ClipDataset(Dataset):
@@ -63,11 +67,12 @@ class ClipDataset(Dataset):
         labels: dict[str, int] | None = None,
         seed: int = 0,
         cache: FrameCache | None = None,
+        tclr: TclrLoss | None = None,
     ) -> None:
         try:
             mode = ClipMode(mode)
         except ValueError:
-            raise FgarError(f"unknown clip mode '{mode}' (use train, test or gitdl)") from None
+            raise FgarError(f"unknown clip mode '{mode}' (use train, test, gitdl or tclr)") from None
         if num_views < 1 or (num_views > 1 and mode != ClipMode.TEST):
             raise FgarError(f"num_views {num_views}: several views are for test mode only")
         self.index = index
@@ -77,9 +82,11 @@ class ClipDataset(Dataset):
         self.num_views = num_views
         self.labels = labels
         self.seed = seed
+        self.tclr = tclr or TclrLoss()
+        self.augment = clip.augment
         # Shared memory, so set_epoch in the parent reaches persistent DataLoader workers too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
-        self.transform = ClipTransform(clip.size, train=mode != ClipMode.TEST, flip=clip.hflip)
+        self.transform = ClipTransform(clip.size, train=mode != ClipMode.TEST, flip=clip.hflip, augment=clip.augment)
         if cache is not None and cache.short_side != self.transform.short_side:
             raise ValueError(f"a frame cache of {cache.short_side} px for clips resized to {self.transform.short_side}")
         self.cache = cache
@@ -138,8 +145,20 @@ class ClipDataset(Dataset):
                 "global_t": torch.from_numpy(global_idx.astype(np.float32)),
                 "local_t": torch.from_numpy(local_idx.astype(np.float32)),
             }
+        if self.mode == ClipMode.TCLR:
+            local_frames = self.tclr.local_frames or self.num_frames
+            global_idx, local_idx = tclr_indices(start, end, self.num_frames, self.tclr.local_clips, local_frames, rng)
+            frames = self._read(path, [global_idx, *local_idx], start, end, total)
+            views = [[self.transform(clip, rng) for clip in frames] for _ in range(2)]
+            return {
+                "global": torch.stack([view[0] for view in views]),
+                "local": torch.stack([torch.stack(view[1:]) for view in views]),
+            }
         if self.mode == ClipMode.TRAIN:
-            clip = self._read(path, [segment_indices(start, end, self.num_frames, True, rng)], start, end, total)[0]
+            window = (start, end)
+            if self.augment.temporal_crop < 1:
+                window = temporal_crop(start, end, self.augment.temporal_crop, rng)
+            clip = self._read(path, [segment_indices(*window, self.num_frames, True, rng)], start, end, total)[0]
             return {"video": self.transform(clip, rng)}
         views = [
             segment_indices(start, end, self.num_frames, False, None, view, self.num_views)

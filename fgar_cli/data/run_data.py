@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fgar_cli.config import ClipConfig, DataPaths, RunConfig
+from fgar_cli.config import ClipConfig, DataPaths, RunConfig, TclrLoss
 from fgar_cli.data.dataset import ClipDataset, ClipMode
 from fgar_cli.data.frame_cache import FrameCache, open_cache
 from fgar_cli.data.index import DatasetIndex, VideoEntry, load_index
@@ -57,6 +57,7 @@ class RunData:
         labels: dict[str, int] | None = None,
         num_views: int = 1,
         seed: int = 0,
+        tclr: TclrLoss | None = None,
     ) -> ClipDataset:
         """A ClipDataset over `ids`, labelled with the true model classes unless `labels` says otherwise."""
         return ClipDataset(
@@ -68,6 +69,7 @@ class RunData:
             labels=labels if labels is not None else self.labels(ids),
             seed=seed,
             cache=self.frame_cache(ClipTransform(clip.size, train=False).short_side),
+            tclr=tclr,
         )
 
     def frame_cache(self, short_side: int) -> FrameCache | None:

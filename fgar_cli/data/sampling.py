@@ -80,3 +80,44 @@ def gitdl_indices(
 def _place(slack: int, rng: np.random.Generator | None) -> int:
     """Offset in [0, slack]: random with a generator, the middle without."""
     return int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
+
+
+def temporal_crop(start: int, end: int, min_fraction: float, rng: np.random.Generator) -> tuple[int, int]:
+    """A random window [s, e) of [start, end) holding a fraction U[min_fraction, 1] of its frames
+    (at least one): a training clip then sees part of the action, at a random place."""
+    length = end - start
+    window = max(1, round(length * rng.uniform(min_fraction, 1.0)))
+    offset = int(rng.integers(0, length - window + 1))
+    return start + offset, start + offset + window
+
+
+def tclr_indices(
+    start: int,
+    end: int,
+    num_frames_clip: int,
+    local_clips: int,
+    local_frames: int,
+    rng: np.random.Generator | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The global clip and the K local clips of TCLR (Dave et al. 2022; docs/METHOD.md).
+
+    The global clip takes T frames evenly over a span of min(K T, range) frames at a random place;
+    local clip q takes L = `local_frames` frames evenly over the q-th of K equal, non-overlapping
+    parts of that span. With L = T and a span of K T frames (TCLR: 64 frames, T = 16, K = 4) the global
+    clip has stride K and each local clip is T consecutive frames, exactly as in TCLR's code; on
+    shorter videos local clips repeat frames. Returns (T,) and (K, L) absolute frame indices;
+    `rng=None` centres the span.
+    """
+    length = end - start
+    clip, parts = num_frames_clip, local_clips
+    if length <= 0:
+        raise ValueError(f"empty frame range [{start}, {end})")
+    if min(clip, parts, local_frames) < 1:
+        raise ValueError(f"need at least one frame and one local clip, got {clip}, {parts}, {local_frames}")
+    span = min(parts * clip, length)
+    span_start = start + _place(length - span, rng)
+    global_idx = span_start + np.floor(np.arange(clip) * (span / clip)).astype(np.int64)
+    part = span / parts
+    steps = np.arange(local_frames) * (part / local_frames)
+    local_idx = span_start + np.floor(np.arange(parts)[:, None] * part + steps[None, :]).astype(np.int64)
+    return global_idx, np.minimum(local_idx, span_start + span - 1)

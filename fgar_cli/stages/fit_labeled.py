@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from fgar_cli.checkpoints import CheckpointRecord, load_alignability_weights
+from fgar_cli.checkpoints import CheckpointRecord, init_action_config, load_alignability_weights
 from fgar_cli.config import ActionRecipe, AlignabilityRecipe, FitLabeledConfig, with_absolute_paths
 from fgar_cli.data.batches import Stream
 from fgar_cli.data.dataset import ClipMode
@@ -41,6 +41,10 @@ def fit_labeled(cfg: FitLabeledConfig) -> dict[str, Any]:
     if min(labels.values()) < 0:
         raise FgarError(f"{cfg.data.split}: labeled clips must belong to the known classes")
     device = resolve_device(cfg.run.device)
+    if cfg.init_e and (pretrained := init_action_config(cfg.init_e)) is not None and pretrained != cfg.action:
+        # f_E must be built as the checkpoint it starts from; the stored config says so
+        console.print(f"f_E's architecture comes from {cfg.init_e}: {pretrained.arch.value}")
+        cfg = cfg.model_copy(update={"action": pretrained.model_copy(update={"dropout": cfg.action.dropout})})
     config = with_absolute_paths(cfg, data.paths)  # absolute paths, so later stages find the data
     # Both encoders are built (and --init-e, --init-a checked) before any training starts.
     model_e = build_action_encoder(cfg.action, data.num_classes, init=cfg.init_e).to(device)
