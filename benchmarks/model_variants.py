@@ -40,16 +40,22 @@ def fgar(*args: object) -> None:
         sys.exit(f"fgar {' '.join(map(str, args[:2]))} failed:\n{result.stderr[-1500:]}")
 
 
-def run(out: Path, seed: int, split: int, variant: tuple[str, str], encoder: str) -> tuple[float, float]:
+def prepare(out: Path, seed: int, split: int, fraction: float = 0.3, name: str | None = None) -> tuple[Path, Path]:
+    """The embedded benchmark of generator seed `seed`, its index and a label split (made once)."""
     data = out / f"synth{seed}"
     if not (data / "Diving48_V2_test.json").exists():
         fgar("synth", "--out", data, "--seed", seed, "--overwrite")
     index = out / f"index{seed}.json"
     if not index.exists():
         fgar("data", "index", "--format", "diving48", "--root", data, "--out", index)
-    split_file = out / f"split{seed}_{split}.json"
+    split_file = out / (name or f"split{seed}_{split}.json")
     if not split_file.exists():
-        fgar("data", "split", "--index", index, "--fraction", "0.3", "--seed", split, "--out", split_file)
+        fgar("data", "split", "--index", index, "--fraction", fraction, "--seed", split, "--out", split_file)
+    return index, split_file
+
+
+def run(out: Path, seed: int, split: int, variant: tuple[str, str], encoder: str) -> tuple[float, float]:
+    index, split_file = prepare(out, seed, split)
     name, fields = variant
     folder = out / f"{encoder}_s{seed}_split{split}_{name}"
     metrics = folder / "eval" / "metrics.json"

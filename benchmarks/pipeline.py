@@ -98,9 +98,28 @@ def run_demo(tree: Path, data: Path, work: Path) -> list[tuple[str, float]]:
     stages = []
     for line in log.read_text().splitlines():
         start, end, _, command, sub = line.split(" ", 4)
-        name = f"{command} {sub}" if command == "data" else command
+        name = f"{command} {sub.split()[0]}" if command == "data" else command
+        if command == "pretrain" and sub.startswith("--encoder"):  # compare.sh: `pretrain --encoder action`
+            name = "pretrain f_E (TCLR)"
         stages.append((name, float(end) - float(start)))
     return stages
+
+
+def paired(old: list[tuple[str, float]], new: list[tuple[str, float]]) -> list[tuple[str, float | None, float | None]]:
+    """The stages of both runs side by side, matched by name and occurrence (a stage only one tree
+    runs gets a dash on the other side), in the order of the newer run."""
+
+    def keyed(stages: list[tuple[str, float]]) -> dict[tuple[str, int], float]:
+        seen: dict[str, int] = {}
+        out = {}
+        for name, seconds in stages:
+            seen[name] = seen.get(name, 0) + 1
+            out[(name, seen[name])] = seconds
+        return out
+
+    a, b = keyed(old), keyed(new)
+    order = list(b) + [k for k in a if k not in b]
+    return [(name, a.get((name, k)), b.get((name, k))) for name, k in order]
 
 
 def demo_comparison(baseline: str, seed: int) -> None:
@@ -124,8 +143,10 @@ def demo_comparison(baseline: str, seed: int) -> None:
     (old, old_total), (new, new_total) = timings["baseline"], timings["now"]
     print(f"\n(1) the demo's pipeline, baseline {baseline} against this tree (seconds of wall time)")
     print(f"  {'stage':<34} {'baseline':>9} {'now':>9} {'ratio':>7}")
-    for (name, a), (_, b) in zip(old, new, strict=False):
-        print(f"  {name:<34} {a:9.1f} {b:9.1f} {a / b:6.2f}x")
+    for name, a, b in paired(old, new):
+        shown = [f"{x:9.1f}" if x is not None else f"{'-':>9}" for x in (a, b)]
+        ratio = f"{a / b:6.2f}x" if a is not None and b is not None else ""
+        print(f"  {name:<34} {shown[0]} {shown[1]} {ratio}")
     print(f"  {'all of compare.sh':<34} {old_total:9.1f} {new_total:9.1f} {old_total / new_total:6.2f}x")
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from model_variants import REPO, T95, fgar
+from model_variants import REPO, T95, fgar, prepare
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
@@ -48,19 +48,6 @@ def merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     for key, value in update.items():
         out[key] = merged(out.get(key, {}), value) if isinstance(value, dict) else value
     return out
-
-
-def prepare(out: Path, seed: int, split: int, fraction: float) -> tuple[Path, Path]:
-    data = out / f"synth{seed}"
-    if not (data / "Diving48_V2_test.json").exists():
-        fgar("synth", "--out", data, "--seed", seed, "--overwrite")
-    index = out / f"index{seed}.json"
-    if not index.exists():
-        fgar("data", "index", "--format", "diving48", "--root", data, "--out", index)
-    split_file = out / f"split{seed}_{fraction}_{split}.json"
-    if not split_file.exists():
-        fgar("data", "split", "--index", index, "--fraction", fraction, "--seed", split, "--out", split_file)
-    return index, split_file
 
 
 def run_action(out: Path, cell: str, data_args: list[Any], variant: tuple[str, dict[str, Any]]) -> dict[str, float]:
@@ -137,7 +124,7 @@ def main() -> None:
     alignability: list[float] = []
     for seed in map(int, args.seeds.split(",")):
         for split in map(int, args.splits.split(",")):
-            index, split_file = prepare(out, seed, split, args.fraction)
+            index, split_file = prepare(out, seed, split, args.fraction, f"split{seed}_{args.fraction}_{split}.json")
             cell = f"s{seed}_f{args.fraction}_split{split}"
             data_args = ["--index", index, "--split", split_file]
             row = []

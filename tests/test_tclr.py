@@ -326,3 +326,16 @@ def test_pretrain_action_resumes_to_the_same_weights(tiny_run, tmp_path, interru
     assert fgar(*args, "--out-dir", tmp_path / "cut", "--resume") == 0
     whole, cut = load_checkpoint(tmp_path / "whole" / "E0.pt"), load_checkpoint(tmp_path / "cut" / "E0.pt")
     assert all(torch.equal(whole["state_dict"][k], cut["state_dict"][k]) for k in whole["state_dict"])
+
+
+@pytest.mark.parametrize("arch", ["r3d_18", "r2plus1d_18"])
+def test_torchvision_trunks_keep_tclrs_time_steps_only_with_the_dilated_layer4(arch):
+    x = torch.randn(2, 8, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    dilated = build_pretrained_action_encoder(ActionEncoderConfig(arch=arch, dilated_layer4=True)).eval()
+    with torch.no_grad():
+        clip, steps = dilated(x, 2)  # 8 frames: time halves in layer2 and layer3 only, 2 steps remain
+    assert clip.shape == (2, 128) and steps.shape == (2, 2, 128)
+    assert torch.allclose(steps.norm(dim=-1), torch.ones(2, 2))
+    standard = build_pretrained_action_encoder(ActionEncoderConfig(arch=arch)).eval()
+    with pytest.raises(FgarError, match="leave 1 time steps"):
+        standard(x, 2)
