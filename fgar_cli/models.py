@@ -240,7 +240,12 @@ class PretrainedActionEncoder(nn.Module):
         if time_map.shape[-1] < steps:
             raise FgarError(
                 f"action encoder: {x.shape[1]} frames leave {time_map.shape[-1]} time steps in the trunk's "
-                f"last map, fewer than the {steps} local clips (use more frames or fewer local clips)"
+                f"last map, fewer than the {steps} local clips (use more frames or fewer local clips"
+                + (
+                    ", or --dilated-layer4)"
+                    if self.config.arch != ActionArch.SMALL3D and not self.config.dilated_layer4
+                    else ")"
+                )
             )
         parts = F.adaptive_avg_pool1d(time_map, steps)  # (B, C, K)
         B, C = time_map.shape[:2]

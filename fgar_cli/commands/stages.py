@@ -94,6 +94,11 @@ def print_summary(title: str, summary: dict[str, Any]) -> None:
             "f_A: other videos' frames as negatives.",
         ),
         Opt("--arch-e", "action.arch", "f_E's video CNN (--encoder action)."),
+        Opt(
+            "--dilated-layer4/--standard-layer4",
+            "action.dilated_layer4",
+            "f_E: r3d_18/r2plus1d_18 with TCLR's layer4, which keeps 4 time steps of 16 frames.",
+        ),
         Opt("--epochs-e", "action_training.epochs", "f_E: TCLR epochs."),
         Opt("--batch-size-e", "action_training.batch_size", "f_E: videos per batch (each gives 10 clips at K = 4)."),
         Opt("--lr-e", "action_training.lr", "f_E: learning rate."),
