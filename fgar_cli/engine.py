@@ -16,7 +16,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fgar_cli.artifacts import atomic_copy
 from fgar_cli.checkpoints import CheckpointRecord, load_checkpoint, model_fields, save_checkpoint
 from fgar_cli.config import Optimization
 from fgar_cli.data.batches import EpochBatches
@@ -25,6 +24,8 @@ from fgar_cli.interrupts import Interrupted
 from fgar_cli.objectives import Step
 from fgar_cli.progress import console, progress_bar
 from fgar_cli.runtime import to_device
+
+RESUME_ONLY = ("optimizer", "scheduler")  # in X_last.pt, not in the finished X.pt
 
 
 class NonFiniteLoss(Exception):
@@ -147,7 +148,8 @@ def fit_once(
     """Make `final_path` by training, unless a resumed run finds it finished: then load it into `model`.
 
     `train(last_path)` runs `fit` with `last_path` (`final_path` with `_last` before the suffix) and
-    returns its history; `final_path` is then copied from it atomically.
+    returns its history; `final_path` is then written from it atomically, without the optimizer and
+    scheduler states that only `--resume` needs (they are twice the model's size for AdamW).
     """
     if resume and final_path.exists():
         model.load_state_dict(load_checkpoint(final_path, kind=model.kind)["state_dict"])
@@ -155,5 +157,6 @@ def fit_once(
         return []
     last_path = final_path.with_name(f"{final_path.stem}_last{final_path.suffix}")
     history = train(last_path)
-    atomic_copy(last_path, final_path)
+    final = load_checkpoint(last_path, kind=model.kind)
+    save_checkpoint(final_path, {k: v for k, v in final.items() if k not in RESUME_ONLY})
     return history
