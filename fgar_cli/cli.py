@@ -50,6 +50,7 @@ app.command("pseudolabel")(stages.pseudolabel)
 app.command("selftrain")(stages.selftrain)
 app.command("evaluate")(stages.evaluate)
 app.command("openworld")(stages.openworld)
+app.command("predict")(stages.predict)
 app.command("summary")(summary.summary)
 
 

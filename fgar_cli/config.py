@@ -416,6 +416,21 @@ class EvaluateConfig(Config):
     out_dir: str = Field("runs/fgar/eval", description="where metrics.json, predictions.h5 and the plots go")
 
 
+class PredictConfig(Config):
+    """`fgar predict`: the top-k classes of new videos, with no labels, split or index."""
+
+    ckpt_e: str | None = Field(None, description="f_E checkpoint (E.pt)")
+    ckpt_a: str | None = Field(None, description="f_A checkpoint (A.pt): adds the collaborative prediction")
+    inputs: list[str] = Field(
+        default_factory=list, description="video files, folders of videos (searched recursively), .txt lists of paths"
+    )
+    out: str = Field("predictions.csv", description="CSV of the top-k classes per video; a .json beside it")
+    top_k: int = Field(5, ge=1, description="classes listed per video")
+    num_views: int = Field(3, ge=1, description="clips per video, their predictions averaged")
+    classifier: ClassifierConfig = ClassifierConfig()
+    run: RunConfig = RunConfig()
+
+
 class OpenWorldConfig(SelfTrainConfig):
     """`fgar openworld`: self-training that sets novel clips aside."""
 
@@ -423,7 +438,7 @@ class OpenWorldConfig(SelfTrainConfig):
     out_dir: str = Field("runs/fgar/openworld", description="run folder")
 
 
-STAGE_SECTIONS = ("pretrain", "fit_labeled", "pseudolabel", "selftrain", "evaluate", "openworld")
+STAGE_SECTIONS = ("pretrain", "fit_labeled", "pseudolabel", "selftrain", "evaluate", "openworld", "predict")
 PATH_FIELDS = ("ckpt_e", "ckpt_a", "init_e", "init_a", "gallery", "out_dir")
 
 

@@ -19,6 +19,7 @@ from fgar_cli.config import (
     EvaluateConfig,
     FitLabeledConfig,
     OpenWorldConfig,
+    PredictConfig,
     PretrainConfig,
     PseudoLabelConfig,
     SelfTrainConfig,
@@ -282,3 +283,27 @@ def openworld(cfg: OpenWorldConfig) -> None:
 
     metrics = run(cfg)
     print_summary("openworld", {k: v for k, v in metrics.items() if k != "rounds"})
+
+
+@config_command(
+    PredictConfig,
+    "predict",
+    [
+        Opt("--input", "inputs", "A video file, a folder of videos (searched recursively) or a .txt list; repeat it."),
+        *ENCODERS,
+        Opt("--out", "out", "CSV of each video's top-k classes and probabilities (a .json goes beside it)."),
+        Opt("--top-k", "top_k", "Classes listed per video."),
+        Opt("--num-views", "num_views", "Clips per video, their predictions averaged."),
+        *PROCESS,
+    ],
+)
+def predict(cfg: PredictConfig) -> None:
+    """Predict the classes of new videos with a trained f_E (with --ckpt-a: FinePseudo's f_E + f_A).
+
+    No labels, split or index are needed. Examples:
+      fgar predict --ckpt-e run/st/E.pt --input new_videos/ --out predictions.csv
+      fgar predict --ckpt-e run/st/E.pt --ckpt-a run/st/A.pt --input clip1.mp4 --input more.txt --top-k 3
+    """
+    from fgar_cli.stages.predict import predict as run
+
+    print_summary("predict", run(cfg))
