@@ -51,6 +51,7 @@ app.command("selftrain")(stages.selftrain)
 app.command("evaluate")(stages.evaluate)
 app.command("openworld")(stages.openworld)
 app.command("predict")(stages.predict)
+app.command("export")(stages.export)
 app.command("summary")(summary.summary)
 
 

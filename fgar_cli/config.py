@@ -431,6 +431,13 @@ class PredictConfig(Config):
     run: RunConfig = RunConfig()
 
 
+class ExportConfig(Config):
+    """`fgar export`: f_E as one TorchScript file with its preprocessing and class names."""
+
+    ckpt_e: str | None = Field(None, description="f_E checkpoint (E.pt)")
+    out: str = Field("E.torchscript.pt", description="the TorchScript file to write")
+
+
 class OpenWorldConfig(SelfTrainConfig):
     """`fgar openworld`: self-training that sets novel clips aside."""
 
@@ -438,7 +445,7 @@ class OpenWorldConfig(SelfTrainConfig):
     out_dir: str = Field("runs/fgar/openworld", description="run folder")
 
 
-STAGE_SECTIONS = ("pretrain", "fit_labeled", "pseudolabel", "selftrain", "evaluate", "openworld", "predict")
+STAGE_SECTIONS = ("pretrain", "fit_labeled", "pseudolabel", "selftrain", "evaluate", "openworld", "predict", "export")
 PATH_FIELDS = ("ckpt_e", "ckpt_a", "init_e", "init_a", "gallery", "out_dir")
 
 

@@ -17,6 +17,7 @@ from rich.table import Table
 from fgar_cli.commands.options import Opt, config_command
 from fgar_cli.config import (
     EvaluateConfig,
+    ExportConfig,
     FitLabeledConfig,
     OpenWorldConfig,
     PredictConfig,
@@ -307,3 +308,19 @@ def predict(cfg: PredictConfig) -> None:
     from fgar_cli.stages.predict import predict as run
 
     print_summary("predict", run(cfg))
+
+
+@config_command(
+    ExportConfig,
+    "export",
+    [CKPT_E, Opt("--out", "out", "The TorchScript file to write.")],
+)
+def export(cfg: ExportConfig) -> None:
+    """Export f_E as one TorchScript file: uint8 RGB frames (B, T, H, W, 3) in, class probabilities out.
+
+    Its class names and clip settings are stored in the file (extra files class_names.json, clip.json).
+    Example: fgar export --ckpt-e run/st/E.pt --out E.torchscript.pt
+    """
+    from fgar_cli.stages.export import export as run
+
+    print_summary("export", run(cfg))
