@@ -95,7 +95,8 @@ class Small3D(nn.Module):
             _conv3d_block(4 * w, 4 * w, (2, 2, 2)),
         )
         self.pool = nn.AdaptiveAvgPool3d(self.POOL)
-        self.out_dim = 4 * w * math.prod(self.POOL)
+        self.channels = 4 * w  # of the last block's map
+        self.out_dim = self.channels * math.prod(self.POOL)
 
     def forward(self, x: Tensor) -> Tensor:  # x: (B, 3, T, H, W)
         return self.pool(self.blocks(x)).flatten(1)
@@ -115,13 +116,13 @@ def _video_trunk(config: ActionEncoderConfig) -> tuple[nn.Module, int]:
     builder = getattr(torchvision.models.video, config.arch.value)
     trunk = builder(weights=None)
     if config.dilated_layer4:
-        _dilate_layer4(trunk, config.arch)
+        _dilate_layer4(trunk)
     dim = trunk.fc.in_features
     trunk.fc = nn.Identity()  # our head lives in ActionEncoder.fc, so the trunk ends at the pooled features
     return trunk, dim
 
 
-def _dilate_layer4(trunk: nn.Module, arch: ActionArch) -> None:
+def _dilate_layer4(trunk: nn.Module) -> None:
     """TCLR's change to torchvision's layer4 (its authors' model.py): the first convolution and the
     shortcut no longer halve time; the first convolution is dilated in time instead, so 16 frames end
     in 4 time steps, not 2. For R(2+1)D the whole factorised first convolution becomes one 3 x 3 x 3
@@ -229,9 +230,10 @@ class PretrainedActionEncoder(nn.Module):
         if config.arch == ActionArch.SMALL3D and config.width is None:  # see ActionEncoder
             config = config.model_copy(update={"width": SMALL3D_WIDTH})
         self.config = config
-        self.backbone, _ = _video_trunk(config)
+        self.backbone, pooled_dim = _video_trunk(config)
         self.backbone.to(memory_format=torch.channels_last_3d)
-        channels = 4 * (config.width or SMALL3D_WIDTH) if config.arch == ActionArch.SMALL3D else 512
+        # torchvision's trunks pool their last map to one vector, so its size is the map's channels
+        channels = self.backbone.channels if isinstance(self.backbone, Small3D) else pooled_dim
         self.head = ProjectionHead(channels, projection_dim)
 
     def forward(self, x: Tensor, steps: int) -> tuple[Tensor, Tensor]:

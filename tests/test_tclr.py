@@ -225,7 +225,7 @@ def tclr_r2plus1d_file(path, *, drop: str | None = None):
     DataParallel ('module.0.<torchvision name>', 'module.1.fc1.*'), its layer4 dilated, with the
     training state (an optimizer state and a pickled GradScaler) beside the weights."""
     trunk = torchvision.models.video.r2plus1d_18(weights=None)
-    _dilate_layer4(trunk, "r2plus1d_18")
+    _dilate_layer4(trunk)
     trunk.fc = torch.nn.Identity()
     trunk.eval()
     state = {f"module.0.{k}": v for k, v in trunk.state_dict().items() if k != drop}
@@ -280,7 +280,7 @@ def test_a_mismatched_state_dict_lists_what_did_not_match(tmp_path):
     # TCLR's hybrid layer4 given to a standard r2plus1d_18: named, with the option that fixes it
     plain = tmp_path / "plain.pth"
     trunk = torchvision.models.video.r2plus1d_18(weights=None)
-    _dilate_layer4(trunk, "r2plus1d_18")
+    _dilate_layer4(trunk)
     torch.save({k: v for k, v in trunk.state_dict().items() if not k.startswith("fc.")}, plain)
     with pytest.raises(FgarError) as err:
         build_action_encoder(ActionEncoderConfig(arch="r2plus1d_18"), 48, init=plain)

@@ -83,7 +83,6 @@ class ClipDataset(Dataset):
         self.labels = labels
         self.seed = seed
         self.tclr = tclr or TclrLoss()
-        self.augment = clip.augment
         # Shared memory, so set_epoch in the parent reaches persistent DataLoader workers too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.transform = ClipTransform(clip.size, train=mode != ClipMode.TEST, flip=clip.hflip, augment=clip.augment)
@@ -149,15 +148,15 @@ class ClipDataset(Dataset):
             local_frames = self.tclr.local_frames or self.num_frames
             global_idx, local_idx = tclr_indices(start, end, self.num_frames, self.tclr.local_clips, local_frames, rng)
             frames = self._read(path, [global_idx, *local_idx], start, end, total)
-            views = [[self.transform(clip, rng) for clip in frames] for _ in range(2)]
-            return {
-                "global": torch.stack([view[0] for view in views]),
-                "local": torch.stack([torch.stack(view[1:]) for view in views]),
+            views = [[self.transform(clip, rng).numpy() for clip in frames] for _ in range(2)]
+            return {  # numpy's stack, as below
+                "global": torch.from_numpy(np.stack([view[0] for view in views])),
+                "local": torch.from_numpy(np.stack([np.stack(view[1:]) for view in views])),
             }
         if self.mode == ClipMode.TRAIN:
             window = (start, end)
-            if self.augment.temporal_crop < 1:
-                window = temporal_crop(start, end, self.augment.temporal_crop, rng)
+            if self.transform.augment is not None and self.transform.augment.temporal_crop < 1:
+                window = temporal_crop(start, end, self.transform.augment.temporal_crop, rng)
             clip = self._read(path, [segment_indices(*window, self.num_frames, True, rng)], start, end, total)[0]
             return {"video": self.transform(clip, rng)}
         views = [

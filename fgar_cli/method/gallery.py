@@ -16,12 +16,13 @@ import torch
 from torch import Tensor
 
 from fgar_cli.artifacts import read_h5, write_h5
+from fgar_cli.checkpoints import Encoders
 from fgar_cli.config import ClassifierConfig, ClipConfig, Config
 from fgar_cli.data.batches import inference_loader
 from fgar_cli.data.dataset import ClipMode
 from fgar_cli.data.run_data import RunData
 from fgar_cli.errors import FgarError
-from fgar_cli.inference import embed_clips
+from fgar_cli.inference import Outputs, embed_clips
 from fgar_cli.method.nonparametric import class_logits, fit_temperature, nonparametric_probs
 from fgar_cli.models import AlignabilityEncoder
 from fgar_cli.softdtw import pairwise_soft_dtw
@@ -166,3 +167,30 @@ def score_queries(
     class_logit = class_logits(logits, gallery.labels, len(gallery.class_names), classifier.rho, seed)
     tau = classifier.tau or gallery_temperature(model_a, gallery, classifier.rho, gamma, device, seed)
     return AlignabilityScores(logits, class_logit, tau, classifier.rho, gamma)
+
+
+def head_probabilities(
+    encoders: Encoders,
+    outputs: Outputs,
+    data: RunData | None,
+    classifier: ClassifierConfig,
+    batch_size: int,
+    seed: int,
+) -> tuple[dict[str, Tensor], float | None]:
+    """Each head's class probabilities (N, C) for clips run through `run_encoders` (views averaged):
+    f_E ("action"), and with f_A its non-parametric classifier against the labeled split of `data`
+    ("alignability", Eq. 7-8) and the two averaged ("combined"). Also the fitted tau (None without f_A).
+    `fgar evaluate` and `fgar predict` both score through this."""
+    assert outputs.probs is not None
+    probs = {"action": outputs.probs.mean(1)}
+    if encoders.alignability is None or outputs.embeddings is None:
+        return probs, None
+    if data is None:
+        raise ValueError("f_A's classifier needs the data of its labeled gallery")
+    model_a, clip = encoders.alignability.model, encoders.action.recipe.clip
+    gallery = embed_gallery(model_a, data, clip, encoders.device, batch_size)
+    gamma = encoders.alignability.recipe.loss.gamma
+    scores = score_queries(model_a, outputs.embeddings, gallery, classifier, gamma, encoders.device, seed)
+    probs["alignability"] = scores.probs
+    probs["combined"] = (probs["action"] + probs["alignability"]) / 2
+    return probs, scores.tau

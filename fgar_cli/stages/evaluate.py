@@ -22,7 +22,7 @@ from fgar_cli.data.run_data import RunData, load_run_data
 from fgar_cli.errors import FgarError
 from fgar_cli.files import check_writable_folder
 from fgar_cli.inference import run_encoders
-from fgar_cli.method.gallery import embed_gallery, score_queries
+from fgar_cli.method.gallery import head_probabilities
 from fgar_cli.metrics import classification_metrics, save_confusion_png
 from fgar_cli.runtime import resolve_device, seed_everything
 
@@ -87,12 +87,5 @@ def predict(
     model_a = encoders.alignability.model if encoders.alignability is not None else None
     out = run_encoders(loader, device, f"{cfg.subset.value} clips", encoders.action.model, model_a)
     assert out.probs is not None
-    probs = {"action": out.probs.mean(1)}
-    if model_a is None or out.embeddings is None or encoders.alignability is None:
-        return probs, out.probs, out.valid, None
-    gamma = encoders.alignability.recipe.loss.gamma
-    gallery = embed_gallery(model_a, data, clip, device, batch_size)
-    scores = score_queries(model_a, out.embeddings, gallery, cfg.classifier, gamma, device, cfg.run.seed)
-    probs["alignability"] = scores.probs
-    probs["combined"] = (probs["action"] + probs["alignability"]) / 2
-    return probs, out.probs, out.valid, scores.tau
+    probs, tau = head_probabilities(encoders, out, data, cfg.classifier, batch_size, cfg.run.seed)
+    return probs, out.probs, out.valid, tau

@@ -30,7 +30,7 @@ from fgar_cli.data.run_data import load_run_data
 from fgar_cli.errors import FgarError
 from fgar_cli.files import check_output_file, read_text
 from fgar_cli.inference import run_encoders
-from fgar_cli.method.gallery import embed_gallery, score_queries
+from fgar_cli.method.gallery import head_probabilities
 from fgar_cli.runtime import resolve_device, seed_everything
 
 LIST_SUFFIXES = {".txt", ".lst"}
@@ -71,15 +71,13 @@ def predict(cfg: PredictConfig) -> dict[str, Any]:
     loader = inference_loader(dataset, max(1, cfg.run.inference_batch_size // cfg.num_views))
     model_a = encoders.alignability.model if encoders.alignability is not None else None
     outputs = run_encoders(loader, device, "videos", encoders.action.model, model_a)
-    assert outputs.probs is not None
-    probs, head = outputs.probs.mean(1), "action"
-    if encoders.alignability is not None and model_a is not None and outputs.embeddings is not None:
-        data = load_run_data(encoders.data_paths(DataPaths()), cfg.run)  # f_E's training data: the gallery
+    data = None
+    if encoders.alignability is not None:  # f_A's gallery: the labeled split f_E was trained on
+        data = load_run_data(encoders.data_paths(DataPaths()), cfg.run)
         encoders.check_data(data)
-        gamma = encoders.alignability.recipe.loss.gamma
-        gallery = embed_gallery(model_a, data, clip, device, cfg.run.inference_batch_size)
-        scores = score_queries(model_a, outputs.embeddings, gallery, cfg.classifier, gamma, device, cfg.run.seed)
-        probs, head = (probs + scores.probs) / 2, "combined"
+    heads, _ = head_probabilities(encoders, outputs, data, cfg.classifier, cfg.run.inference_batch_size, cfg.run.seed)
+    head = "combined" if "combined" in heads else "action"
+    probs = heads[head]
     rows = prediction_rows(videos, probs, outputs.valid, dataset.skip_reasons, names, cfg.top_k)
     write_predictions(out, rows, min(cfg.top_k, len(names)))
     return {

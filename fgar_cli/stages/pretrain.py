@@ -27,7 +27,7 @@ from fgar_cli.config import (
     with_absolute_paths,
 )
 from fgar_cli.data.batches import EpochBatches, Stream
-from fgar_cli.data.dataset import ClipMode
+from fgar_cli.data.dataset import ClipDataset, ClipMode
 from fgar_cli.data.run_data import RunData, load_run_data
 from fgar_cli.engine import fit, fit_once
 from fgar_cli.errors import FgarError
@@ -59,15 +59,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     model = build_alignability_encoder(alignability_config_for(cfg.alignability, cfg.clip.num_frames)).to(device)
     dataset = data.clips(data.split.unlabeled, cfg.clip, ClipMode.GITDL, seed=cfg.run.seed)
-    batch_size = cfg.training.batch_size
-    batches = EpochBatches(
-        dataset,
-        cfg.run.seed,
-        Stream.GITDL,
-        batch_size,
-        num_workers=cfg.run.num_workers,
-        drop_last=len(dataset) > batch_size,
-    )
+    batches = video_batches(dataset, cfg, Stream.GITDL, cfg.training.batch_size)
     recipe = PretrainRecipe(data=data.paths, clip=cfg.clip, training=cfg.training, loss=cfg.loss)
     record = CheckpointRecord(class_names=[], recipe=recipe, config=config)
     final = out / "A0.pt"
@@ -100,14 +92,7 @@ def pretrain_action_encoder(
     # every clip of every view gets TCLR's augmentation, drawn on its own
     clip = cfg.clip.model_copy(update={"augment": training.augment})
     dataset = data.clips(data.split.unlabeled, clip, ClipMode.TCLR, seed=cfg.run.seed, tclr=loss)
-    batches = EpochBatches(
-        dataset,
-        cfg.run.seed,
-        Stream.TCLR,
-        training.batch_size,
-        num_workers=cfg.run.num_workers,
-        drop_last=len(dataset) > training.batch_size,  # a batch of one video has nothing to contrast
-    )
+    batches = video_batches(dataset, cfg, Stream.TCLR, training.batch_size)
     recipe = ActionPretrainRecipe(data=data.paths, clip=cfg.clip, training=training, loss=loss)
     record = CheckpointRecord(class_names=[], recipe=recipe, config=config)
     final = out / "E0.pt"
@@ -124,6 +109,13 @@ def pretrain_action_encoder(
         "clips": len(dataset),
         "skipped_videos": dataset.num_skipped,
     }
+
+
+def video_batches(dataset: ClipDataset, cfg: PretrainConfig, stream: Stream, batch_size: int) -> EpochBatches:
+    """Shuffled batches of unlabeled videos; the last partial batch is dropped, as a batch of one video
+    has nothing to contrast (unless there is only one batch)."""
+    drop_last = len(dataset) > batch_size
+    return EpochBatches(dataset, cfg.run.seed, stream, batch_size, num_workers=cfg.run.num_workers, drop_last=drop_last)
 
 
 def check_time_steps(model: PretrainedActionEncoder, clip: ClipConfig, local_clips: int, device: torch.device) -> None:
