@@ -9,7 +9,8 @@
 # already there, so a rerun after an interruption continues where it stopped.
 # Environment: FRACTION (labeled fraction, default 0.1), SEED (split seed, default 0), INIT_E (weights
 # to start f_E from instead of pretraining it here, e.g. TCLR's released R(2+1)D-18 file; CONFIG's
-# fit_labeled table then says how to read them, see examples/diving48.yaml).
+# fit_labeled table then says how to read them, see examples/diving48.yaml), PRETRAIN_E=0 (f_E from
+# scratch: no TCLR pretraining, no --init-e; the comparison docs/RESULTS.md makes).
 set -euo pipefail
 
 if [ $# -lt 2 ]; then
@@ -34,16 +35,20 @@ step "pretrain f_A (GITDL) on the unlabeled split"
   --out-dir "$RUN/pretrain" --resume
 
 INIT_E=${INIT_E:-}
-if [ -z "$INIT_E" ]; then
+INIT_E_ARGS=()
+if [ "${PRETRAIN_E:-1}" = 0 ]; then
+  INIT_E=""
+elif [ -z "$INIT_E" ]; then
   step "pretrain f_E (TCLR) on the unlabeled split, so that every arm starts from it, as in the paper"
   [ -f "$RUN/pretrain_action/E0.pt" ] || fgar pretrain --encoder action --config "$CONFIG" --index "$RUN/index.json" \
     --split "$RUN/split.json" --out-dir "$RUN/pretrain_action" --resume
   INIT_E=$RUN/pretrain_action/E0.pt
 fi
+[ -z "$INIT_E" ] || INIT_E_ARGS=(--init-e "$INIT_E")
 
 step "fit f_E and f_A on the labeled split"
 [ -f "$RUN/fit/A.pt" ] || fgar fit-labeled --config "$CONFIG" --index "$RUN/index.json" --split "$RUN/split.json" \
-  --init-a "$RUN/pretrain/A0.pt" --init-e "$INIT_E" --out-dir "$RUN/fit" --resume
+  --init-a "$RUN/pretrain/A0.pt" "${INIT_E_ARGS[@]}" --out-dir "$RUN/fit" --resume
 
 step "arm 1: supervised (f_E from fit-labeled)"
 [ -f "$RUN/eval_supervised/metrics.json" ] || fgar evaluate --config "$CONFIG" --ckpt-e "$RUN/fit/E.pt" \
