@@ -58,7 +58,7 @@ def test_pseudolabel_sources_write_consistent_artifacts(run: Path, collab: Path,
     out = collab if source == "collab" else run / f"pl_{source}"
     if source != "collab":
         assert pseudolabel(run, source, out) == 0
-        assert "pl_count" in capsys.readouterr().out
+        assert "accepted_count" in capsys.readouterr().out
     data, attrs = read_h5(out / "pseudo.h5", "fgar.pseudo", 1)
     p, p_A, p_E = data["p"], data["p_A"], data["p_E"]
     expected = {"collab": (p_A + p_E) / 2, "action": p_E, "alignability": p_A, "verify": p_E}[source]
@@ -68,10 +68,10 @@ def test_pseudolabel_sources_write_consistent_artifacts(run: Path, collab: Path,
     if source == "verify":  # f_E's label also needs its class alignability above 0.6
         accepted &= np.take_along_axis(data["class_alignability"], data["label"][:, None], 1)[:, 0] > 0.6
     np.testing.assert_array_equal(data["accepted"], accepted)
-    assert attrs["pl_count"] == int(accepted.sum())
+    assert attrs["accepted_count"] == int(accepted.sum()) and attrs["scored_count"] == len(accepted)
     truth = data["truth"]
     if accepted.any():
-        assert attrs["pl_accuracy"] == pytest.approx(float((data["label"][accepted] == truth[accepted]).mean()))
+        assert attrs["accepted_accuracy"] == pytest.approx(float((data["label"][accepted] == truth[accepted]).mean()))
     assert attrs["theta"] == 0.4 and attrs["source"] == source
     if source != "action":  # p_A is Eq. 8 over the stored class logits, with tau fitted on the gallery
         assert attrs["tau"] in TAU_GRID
@@ -112,8 +112,13 @@ def test_selftrain_then_evaluate(run: Path) -> None:
     first, second = (read_pseudo_labels(out / f"round_{r}" / "pseudo.h5") for r in (1, 2))
     accepted_1 = {v for v, ok in zip(first["video_ids"], first["accepted"], strict=True) if ok}
     assert set(second["video_ids"]) == set(first["video_ids"]) - accepted_1
-    assert summary["rounds"][0]["pl_count"] == len(accepted_1)
-    assert summary["rounds"][1]["pl_count"] == len(accepted_1) + int(second["accepted"].sum())
+    # Per-round and cumulative counts under distinct names: round 2's own count is of its candidates.
+    round_1, round_2 = summary["rounds"]
+    assert round_1["round_pl_count"] == round_1["cumulative_pl_count"] == len(accepted_1)
+    assert round_2["round_pl_count"] == int(second["accepted"].sum())
+    assert round_2["round_candidates"] == len(second["video_ids"])
+    assert round_2["cumulative_pl_count"] == len(accepted_1) + int(second["accepted"].sum())
+    assert summary["cumulative_pl_count"] == round_2["cumulative_pl_count"]
     evaluate = ["--ckpt-e", out / "E.pt", "--ckpt-a", out / "A.pt", "--num-views", "2", "--out-dir", run / "eval"]
     assert fgar("evaluate", *evaluate) == 0
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
@@ -135,7 +140,8 @@ def test_selftrain_keeps_accepted_clips_once_every_clip_is_labeled(run: Path, ca
     assert not (out / "round_2" / "pseudo.h5").exists()  # nothing left to label, yet round 2 trains
     assert (out / "round_2" / "E.pt").exists()
     summary = json.loads((out / "selftrain.json").read_text())
-    assert [r["pl_count"] for r in summary["rounds"]] == [len(first["video_ids"])] * 2
+    assert [r["cumulative_pl_count"] for r in summary["rounds"]] == [len(first["video_ids"])] * 2
+    assert [r["round_pl_count"] for r in summary["rounds"]] == [len(first["video_ids"]), 0]
     assert "every unlabeled clip is pseudo-labeled already" in capsys.readouterr().err
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from fgar_cli.config import PseudoLabeling
+from fgar_cli.data.index import NO_TRUTH
 from fgar_cli.errors import FgarError
 from fgar_cli.method.nonparametric import (
     TAU_GRID,
@@ -157,8 +160,17 @@ def test_sources_other_than_action_need_f_A() -> None:
 
 def test_pseudo_label_stats_count_and_accuracy() -> None:
     stats = pseudo_label_stats(np.array([0, 1, 1, 2]), np.array([True, True, False, True]), np.array([0, 0, 1, -1]))
-    assert stats["pl_count"] == 3
-    assert stats["pl_accuracy"] == pytest.approx(1 / 3)  # a novel clip (-1) accepted counts as wrong
+    assert stats["accepted_count"] == 3 and stats["scored_count"] == 4
+    assert stats["accepted_accuracy"] == pytest.approx(1 / 3)  # a novel clip (-1) accepted counts as wrong
+
+
+def test_pseudo_label_accuracy_leaves_out_clips_nobody_labeled() -> None:
+    label, accepted = np.array([0, 1, 2, 2]), np.array([True, True, True, False])
+    stats = pseudo_label_stats(label, accepted, np.array([0, 0, NO_TRUTH, 2]))
+    assert stats["accepted_count"] == 3  # the clip without truth still counts as accepted
+    assert stats["accepted_accuracy"] == pytest.approx(1 / 2)  # but not in the accuracy
+    only_unknown = pseudo_label_stats(label, accepted, np.full(4, NO_TRUTH))
+    assert math.isnan(only_unknown["accepted_accuracy"])
 
 
 def test_leave_one_out_threshold_uses_only_same_class_others() -> None:

@@ -128,6 +128,7 @@ def test_save_load_roundtrip_and_schema(tmp_path: Path) -> None:
             "fraction",
             "seed",
             "known_classes",
+            "test_fraction",
             "labeled",
             "unlabeled",
             "test",

@@ -20,10 +20,12 @@ from fgar_cli.data.splits import (
     Split,
     check_fraction,
     check_split,
+    check_test_fraction,
     load_split,
     make_split,
     save_split,
     split_summary,
+    thin_classes,
 )
 from fgar_cli.errors import FgarError
 from fgar_cli.files import check_output_file, read_bytes
@@ -134,18 +136,40 @@ def split_command(
     known_classes: int | None = typer.Option(
         None, "--known-classes", help="Open world: label only K seeded classes; unlabeled keeps all."
     ),
+    test_fraction: float = typer.Option(
+        0.0,
+        "--test-fraction",
+        help="For a dataset without a test set: hold out this share of each class's videos for testing, "
+        "the same videos for every seed (0: use the index's test videos).",
+    ),
 ) -> None:
-    """Choose the labeled videos per class (at least one each); the rest of train is unlabeled."""
+    """Choose the labeled videos per class (at least one each); the rest of train, and every video
+    without a label, is unlabeled."""
     check_fraction(fraction)
+    check_test_fraction(test_fraction)
     jobs = _split_jobs(seed, out, seeds, out_dir, fraction)
     for _, job_out in jobs:
         check_output_file(job_out)
     index = load_index(index_path)
     digest = sha256_file(index_path)
     for job_seed, job_out in jobs:
-        split = make_split(index, fraction, job_seed, known_classes, str(index_path), digest)
+        split = make_split(index, fraction, job_seed, known_classes, str(index_path), digest, test_fraction)
         save_split(split, job_out)
         _print_split(split, index, heading=f"wrote {job_out}")
+        _warn_thin_classes(split, index, job_out)
+
+
+def _warn_thin_classes(split: Split, index: DatasetIndex, path: Path) -> None:
+    thin = thin_classes(split, index)
+    if thin:
+        names = ", ".join(f"'{name}' ({count})" for name, count in thin[:5]) + (" ..." if len(thin) > 5 else "")
+        err_console.print(
+            f"warning: {path}: {len(thin)} classes have fewer than two labeled clips: {names}. The "
+            "pseudo-label stages cannot fit f_A's temperature from them: raise --fraction, label more "
+            "clips, or pass --tau to those stages.",
+            soft_wrap=True,
+            markup=False,
+        )
 
 
 def _split_jobs(

@@ -15,8 +15,14 @@ Formats (docs/DATA.md):
 * list: `<path> <label>` lines (mmaction2 `<path> <num_frames> <label>` too) or a CSV with a header
   (`path`/`video`/`filename` or Kinetics' `youtube_id,time_start,time_end`, plus `label` and an
   optional `split`). Labels are class ids or names; names come from `--classes` or, without it,
-  are the sorted distinct names in the lists.
-* folder: `root/<class>/<video file or frame folder>`; or `root/{train,val,test}/<class>/...`.
+  are the sorted distinct names in the lists. A line with a path alone (or an empty or `-1` label)
+  is an unlabeled video.
+* folder: `root/<class>/<video file or frame folder>`; or `root/{train,val,test}/<class>/...`. Videos
+  in a folder named `unlabeled` (beside the class folders, or beside train/test) are unlabeled,
+  unless `--classes` names a class `unlabeled`.
+
+Unlabeled videos get the subset "unlabeled": every split puts them in D_u, never in the labeled or
+test sets.
 
 A list file whose name has a `val`/`test` token gives test entries; any other gives train entries.
 Adapters only read annotations; `measure_entries` then decodes every video to count its frames.
@@ -33,7 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from fgar_cli.data.index import DatasetIndex, VideoEntry, read_json
+from fgar_cli.data.index import NO_LABEL, DatasetIndex, VideoEntry, read_json
 from fgar_cli.data.safe_pickle import load_pickle
 from fgar_cli.errors import FgarError
 from fgar_cli.files import read_text
@@ -41,6 +47,8 @@ from fgar_cli.files import read_text
 FORMATS = ("diving48", "finegym", "finediving", "list", "folder")
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv"}
 _TEST_TOKENS = {"val", "valid", "validation", "test", "testing"}
+UNLABELED = "unlabeled"  # the folder name of unlabeled videos (folder format)
+_NO_LABEL_TEXT = ("", "-1")  # a list line's label that means "nobody labeled this video"
 
 
 def read_dataset(
@@ -334,10 +342,12 @@ def read_lists(root: Path, annotations: list[Path], classes_file: str | Path | N
             raise FgarError(f"{path}: annotation file not found")
         rows += _read_csv(path) if path.suffix.lower() == ".csv" else _read_list(path)
     given = read_classes_file(classes_file) if classes_file else None
+    unlabeled = [r for r in rows if r[2] in _NO_LABEL_TEXT]
+    rows = [r for r in rows if r[2] not in _NO_LABEL_TEXT]
     class_names = given if given is not None else _classes_from_labels(rows)
     class_id = {name: i for i, name in enumerate(class_names)}
     ids_allowed = given is not None or _all_ints(rows)
-    entries = []
+    entries = [VideoEntry(id=video, path=video, label=NO_LABEL, subset=UNLABELED) for _, video, _, _ in unlabeled]
     for where, video, raw, subset in rows:
         label = _resolve_label(raw, class_id, len(class_names), ids_allowed)
         if label is None:
@@ -352,9 +362,13 @@ def _read_list(path: Path) -> list[tuple[str, str, str, str]]:
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue
-        if len(fields) not in (2, 3):
-            raise FgarError(f"{path}: line {line_no}: expected '<path> <label>' or '<path> <num_frames> <label>'")
-        rows.append((f"{path}: line {line_no}", fields[0], fields[-1], subset))
+        if len(fields) > 3:
+            raise FgarError(
+                f"{path}: line {line_no}: expected '<path> <label>', '<path> <num_frames> <label>' "
+                "or '<path>' alone (unlabeled)"
+            )
+        label = fields[-1] if len(fields) > 1 else ""
+        rows.append((f"{path}: line {line_no}", fields[0], label, subset))
     return rows
 
 
@@ -367,7 +381,7 @@ def _read_csv(path: Path) -> list[tuple[str, str, str, str]]:
     if not table:
         return []
     header = [c.strip().lower() for c in table[0][1]]
-    if "label" not in header:  # no header: `path,label` rows
+    if "label" not in header:  # no header: `path,label` rows (`path` alone: unlabeled)
         return [_csv_row(path, n, r, 0, len(r) - 1, subset_of(path.stem)) for n, r in table]
     col = {name: i for i, name in enumerate(header)}
     path_col = next((c for c in _CSV_PATH_COLUMNS if c in col), None)
@@ -392,9 +406,10 @@ def _read_csv(path: Path) -> list[tuple[str, str, str, str]]:
 def _csv_row(
     path: Path, line_no: int, row: list[str], path_col: int, label_col: int, subset: str
 ) -> tuple[str, str, str, str]:
-    video, label = row[path_col].strip(), row[label_col].strip()
-    if len(row) < 2 or not video or not label:
-        raise FgarError(f"{path}: line {line_no}: expected a video path and a label")
+    video = row[path_col].strip()
+    label = row[label_col].strip() if label_col != path_col else ""
+    if not video:
+        raise FgarError(f"{path}: line {line_no}: expected a video path (and a label, or none if unlabeled)")
     return (f"{path}: line {line_no}", video, label, subset)
 
 
@@ -432,18 +447,24 @@ def _resolve_label(raw: str, class_id: dict[str, int], num_classes: int, ids_all
 
 
 def read_folder(root: Path, classes_file: str | Path | None) -> DatasetIndex:
+    class_names = read_classes_file(classes_file) if classes_file else None
+    unlabeled_is_class = class_names is not None and UNLABELED in class_names
     subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    split_layout = "train" in subdirs and set(subdirs) <= {"train", "val", "test"}
-    tops = [(root / s, subset_of(s)) for s in subdirs] if split_layout else [(root, "train")]
+    layout_names = {"train", "val", "test"} | (set() if unlabeled_is_class else {UNLABELED})
+    split_layout = "train" in subdirs and set(subdirs) <= layout_names
+    tops = [(root / s, subset_of(s)) for s in subdirs if s != UNLABELED] if split_layout else [(root, "train")]
     found: list[tuple[Path, str, str]] = []  # (video, class name, subset)
     for top, subset in tops:
-        for class_dir in sorted(p for p in top.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for video in sorted(class_dir.iterdir()):
-                if not video.name.startswith(".") and (video.is_dir() or video.suffix.lower() in VIDEO_SUFFIXES):
-                    found.append((video, class_dir.name, subset))
-    if classes_file:
-        class_names = read_classes_file(classes_file)
-    else:
+        for class_dir in _subfolders(top):
+            if class_dir.name == UNLABELED and not unlabeled_is_class:
+                continue
+            found += [(video, class_dir.name, subset) for video in _videos_in(class_dir)]
+    # root/unlabeled/, and train/unlabeled/ (or val/, test/) in the split layout
+    unlabeled_dirs = (
+        [] if unlabeled_is_class else list(dict.fromkeys([root / UNLABELED, *(t / UNLABELED for t, _ in tops)]))
+    )
+    unlabeled = [v for d in unlabeled_dirs if d.is_dir() for v in _videos_in(d)]
+    if class_names is None:
         class_names = sorted({c for _, c, _ in found})
     class_id = {name: i for i, name in enumerate(class_names)}
     entries = []
@@ -452,9 +473,25 @@ def read_folder(root: Path, classes_file: str | Path | None) -> DatasetIndex:
             raise FgarError(f"{video.parent}: unknown class folder '{class_name}' (not in {classes_file})")
         rel = video.relative_to(root).as_posix()
         entries.append(VideoEntry(id=rel, path=rel, label=class_id[class_name], subset=subset))
-    if not entries:
-        raise FgarError(f"{root}: no videos found in <root>/<class>/ folders")
+    for video in unlabeled:
+        rel = video.relative_to(root).as_posix()
+        entries.append(VideoEntry(id=rel, path=rel, label=NO_LABEL, subset=UNLABELED))
+    if not any(e.label != NO_LABEL for e in entries):
+        raise FgarError(f"{root}: no labeled videos found in <root>/<class>/ folders")
     return DatasetIndex(format="folder", root=str(root), class_names=class_names, entries=entries)
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _videos_in(folder: Path) -> list[Path]:
+    """The video files and frame folders directly inside `folder`."""
+    return [
+        v
+        for v in sorted(folder.iterdir())
+        if not v.name.startswith(".") and (v.is_dir() or v.suffix.lower() in VIDEO_SUFFIXES)
+    ]
 
 
 # --------------------------------------------------------------------------- counting frames

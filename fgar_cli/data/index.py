@@ -6,7 +6,8 @@ An index file is a JSON object:
      "num_frames", "subset"}, ...], "skipped": [{"path", "reason"}, ...]}
 `path` is absolute, or relative to `root`. `end_frame` is exclusive. `num_frames` is the count
 of frames that actually decode (container headers lie; docs/DATA.md). `subset` is
-"train" or "test" where the dataset defines them, else "train".
+"train" or "test" where the dataset defines them, else "train"; "unlabeled" marks footage nobody
+labeled (label NO_LABEL), which every split puts in D_u and never in the labeled or test sets.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from fgar_cli.files import read_text
 
 INDEX_SCHEMA = "fgar.index"
 INDEX_VERSION = 1
+SUBSETS = ("train", "test", "unlabeled")
+NO_LABEL = -1  # the label of an entry in the "unlabeled" subset
+# A run's truth for an unlabeled entry: not known at all, unlike -1 (a known-wrong class the models
+# do not know, a novel clip in the open world); pseudo-label accuracy leaves such clips out.
+NO_TRUTH = -2
 
 
 @dataclass
@@ -133,9 +139,13 @@ def _entry(raw: Any, n: int, path: str | Path, num_classes: int) -> VideoEntry:
         if key in raw and (not isinstance(value, kind) or isinstance(value, bool)):
             expected = "an integer" if kind is int else "a string"
             raise FgarError(f"{where}: '{key}' must be {expected}, got {value!r}")
-    if raw.get("subset", "train") not in ("train", "test"):
-        raise FgarError(f"{where}: 'subset' must be 'train' or 'test', got {raw.get('subset')!r}")
-    if not 0 <= raw["label"] < num_classes:
+    subset = raw.get("subset", "train")
+    if subset not in SUBSETS:
+        raise FgarError(f"{where}: 'subset' must be one of {', '.join(SUBSETS)}, got {subset!r}")
+    if subset == "unlabeled" or raw["label"] == NO_LABEL:
+        if subset != "unlabeled" or raw["label"] != NO_LABEL:
+            raise FgarError(f"{where}: an entry without a label has label {NO_LABEL} and subset 'unlabeled'")
+    elif not 0 <= raw["label"] < num_classes:
         raise FgarError(f"{where}: label {raw['label']} outside 0..{num_classes - 1}")
     return VideoEntry(**raw)
 

@@ -10,7 +10,7 @@ import numpy as np
 from fgar_cli.config import ClipConfig, DataPaths, RunConfig, TclrLoss
 from fgar_cli.data.dataset import ClipDataset, ClipMode
 from fgar_cli.data.frame_cache import FrameCache, open_cache
-from fgar_cli.data.index import DatasetIndex, VideoEntry, load_index
+from fgar_cli.data.index import NO_LABEL, NO_TRUTH, DatasetIndex, VideoEntry, load_index
 from fgar_cli.data.splits import Split, check_split, load_split
 from fgar_cli.data.transforms import ClipTransform
 from fgar_cli.errors import FgarError
@@ -22,8 +22,8 @@ class RunData:
     """The index, the split and the class set of a run.
 
     The models' classes are the split's known classes (open world) or all of the index's classes.
-    `label_of` maps a video id to its model class, or -1 for a clip of a class the models do not
-    know (a novel clip in the open-world protocol).
+    `label_of` maps a video id to its model class, -1 for a clip of a class the models do not
+    know (a novel clip in the open-world protocol), or NO_TRUTH for a clip nobody labeled.
     """
 
     index: DatasetIndex
@@ -43,7 +43,7 @@ class RunData:
         return [by_id[i] for i in ids]
 
     def labels(self, ids: list[str]) -> dict[str, int]:
-        """The true model class of each clip (-1 for an unknown class)."""
+        """The true model class of each clip (-1 for an unknown class, NO_TRUTH where nobody knows)."""
         return {i: self.label_of[i] for i in ids}
 
     def truth(self, ids: list[str]) -> np.ndarray:
@@ -99,6 +99,6 @@ def load_run_data(paths: DataPaths, run: RunConfig | None = None) -> RunData:
         split=split,
         paths=DataPaths(index=str(Path(paths.index).resolve()), split=str(Path(paths.split).resolve())),
         class_names=[index.class_names[c] for c in class_ids],
-        label_of={e.id: model_class.get(e.label, -1) for e in index.entries},
+        label_of={e.id: NO_TRUTH if e.label == NO_LABEL else model_class.get(e.label, -1) for e in index.entries},
         run=run or RunConfig(),
     )

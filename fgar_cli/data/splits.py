@@ -2,8 +2,11 @@
 
 Protocol (docs/DATA.md, paper Sec. 4): for each class with n training videos, the first
 max(1, round(fraction * n)) of them in a seeded order are labeled (round half up, at most n);
-unlabeled = train minus labeled; test = the test subset. Seeds 0, 1, 2 are the paper's three
-splits. With `num_known_classes=K` (open world, paper Table 4) K classes are picked by the seed; only
+unlabeled = train minus labeled, plus every video nobody labeled (the index's "unlabeled" subset);
+test = the test subset. Seeds 0, 1, 2 are the paper's three splits. A dataset without a test subset
+(a folder of class folders) can hold out `test_fraction` of each class's videos as the test set: the
+same videos for every seed (the order key does not involve it), so that splits compare on one test set.
+With `num_known_classes=K` (open world, paper Table 4) K classes are picked by the seed; only
 they get labeled videos, while the unlabeled set keeps every class.
 
 The seeded order is a sha256 of "<seed>:<id>", not a random generator: the same index and seed give
@@ -11,7 +14,7 @@ the same split on any machine and any Python/numpy version, and a smaller fracti
 contained in a larger one's for the same seed.
 
 A split file is JSON: {"schema": "fgar.split", "schema_version": 1, "index", "index_sha256",
-"fraction", "seed", "known_classes", "labeled", "unlabeled", "test"}.
+"fraction", "seed", "known_classes", "test_fraction", "labeled", "unlabeled", "test"}.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fgar_cli.data.index import DatasetIndex, read_json
+from fgar_cli.data.index import NO_LABEL, DatasetIndex, VideoEntry, read_json
 from fgar_cli.errors import FgarError
 
 SPLIT_SCHEMA = "fgar.split"
@@ -40,11 +43,17 @@ class Split:
     labeled: list[str]
     unlabeled: list[str]
     test: list[str]
+    test_fraction: float = 0.0  # share of each class held out as the test set (0: the index's test subset)
 
 
 def check_fraction(fraction: float) -> None:
     if not 0 < fraction <= 1:  # also false for NaN
         raise FgarError(f"--fraction {fraction} is outside (0, 1]: give the share of training videos to label")
+
+
+def check_test_fraction(test_fraction: float) -> None:
+    if not 0 <= test_fraction < 1:  # also false for NaN
+        raise FgarError(f"--test-fraction {test_fraction} is outside [0, 1): give the share of each class to test on")
 
 
 def _order_key(seed: int, name: str) -> str:
@@ -56,9 +65,9 @@ def labeled_count(fraction: float, n: int) -> int:
     return min(n, max(1, math.floor(fraction * n + 0.5))) if n else 0
 
 
-def choose_known_classes(index: DatasetIndex, count: int, seed: int) -> list[int]:
+def choose_known_classes(train: list[VideoEntry], count: int, seed: int) -> list[int]:
     """`count` classes that have training videos, picked by the seed; returned sorted."""
-    present = sorted({e.label for e in index.subset("train")})
+    present = sorted({e.label for e in train})
     if not 1 <= count <= len(present):
         raise FgarError(
             f"--known-classes {count}: must be between 1 and {len(present)} (the classes with training videos)"
@@ -73,12 +82,24 @@ def make_split(
     num_known_classes: int | None = None,
     index_path: str = "",
     index_sha256: str = "",
+    test_fraction: float = 0.0,
 ) -> Split:
     check_fraction(fraction)
+    check_test_fraction(test_fraction)
+    where = index_path or "index"
+    test = index.subset("test")
     train = index.subset("train")
+    if test_fraction > 0:
+        if test:
+            raise FgarError(
+                f"{where}: already has {len(test)} test videos; --test-fraction is for datasets without a test set"
+            )
+        test_ids = held_out_for_test(index, test_fraction)
+        test = [e for e in train if e.id in test_ids]
+        train = [e for e in train if e.id not in test_ids]
     if not train:
-        raise FgarError(f"{index_path or 'index'}: has no training videos to split")
-    known = choose_known_classes(index, num_known_classes, seed) if num_known_classes is not None else None
+        raise FgarError(f"{where}: has no training videos to split")
+    known = choose_known_classes(train, num_known_classes, seed) if num_known_classes is not None else None
     by_class: dict[int, list[str]] = defaultdict(list)
     for e in train:
         if known is None or e.label in known:
@@ -94,9 +115,34 @@ def make_split(
         seed=seed,
         known_classes=known,
         labeled=[e.id for e in train if e.id in chosen],  # index order, for readable files
-        unlabeled=[e.id for e in train if e.id not in chosen],
-        test=[e.id for e in index.subset("test")],
+        unlabeled=[e.id for e in train if e.id not in chosen] + [e.id for e in index.subset("unlabeled")],
+        test=[e.id for e in test],
+        test_fraction=test_fraction,
     )
+
+
+def held_out_for_test(index: DatasetIndex, test_fraction: float) -> set[str]:
+    """round(test_fraction * n) of each class's n videos (half up), leaving each class at least one to train on.
+
+    Seed-free on purpose: every label split of the dataset tests on the same videos."""
+    by_class: dict[int, list[str]] = defaultdict(list)
+    for e in index.subset("train"):
+        by_class[e.label].append(e.id)
+    held: set[str] = set()
+    for ids in by_class.values():
+        count = min(len(ids) - 1, math.floor(test_fraction * len(ids) + 0.5))
+        held.update(sorted(ids, key=lambda i: _order_key(0, f"test:{i}"))[:count])
+    return held
+
+
+def thin_classes(split: Split, index: DatasetIndex) -> list[tuple[str, int]]:
+    """(class name, labeled clips) of every class with fewer than two labeled clips: too few for the
+    alignability classifier's temperature (fitted leave-one-out) and a weak gallery for its scores."""
+    counts = {c: 0 for c in (split.known_classes if split.known_classes is not None else range(len(index.class_names)))}
+    by_id = index.by_id()
+    for vid in split.labeled:
+        counts[by_id[vid].label] = counts.get(by_id[vid].label, 0) + 1
+    return [(index.class_names[c], n) for c, n in sorted(counts.items()) if n < 2]
 
 
 def save_split(split: Split, path: str | Path) -> None:
@@ -120,6 +166,9 @@ def load_split(path: str | Path) -> Split:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise FgarError(f"{path}: '{key}' must be a list of video ids")
     fraction, seed, known = data.get("fraction"), data.get("seed"), data.get("known_classes")
+    test_fraction = data.get("test_fraction", 0.0)
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 <= test_fraction < 1:
+        raise FgarError(f"{path}: 'test_fraction' must be a number in [0, 1), got {test_fraction!r}")
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
         raise FgarError(f"{path}: 'fraction' must be a number in (0, 1], got {fraction!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -135,6 +184,7 @@ def load_split(path: str | Path) -> Split:
         labeled=data["labeled"],
         unlabeled=data["unlabeled"],
         test=data["test"],
+        test_fraction=float(test_fraction),
     )
     _check_disjoint(split, path)
     return split
@@ -164,6 +214,10 @@ def check_split(split: Split, index: DatasetIndex, split_path: str | Path = "spl
                 f"{split_path}: {len(missing)} '{name}' ids are not in the index "
                 f"(first: '{missing[0]}'); was the split made from another index?"
             )
+    for name in ("labeled", "test"):
+        unlabeled = next((v for v in getattr(split, name) if by_id[v].label == NO_LABEL), None)
+        if unlabeled is not None:
+            raise FgarError(f"{split_path}: '{name}' video '{unlabeled}' has no label in the index")
     known = set(split.known_classes) if split.known_classes is not None else None
     if known is not None:
         wrong = next((v for v in split.labeled if by_id[v].label not in known), None)
@@ -177,5 +231,5 @@ def split_summary(split: Split, index: DatasetIndex) -> list[tuple[str, int, int
     rows = []
     for name in ("labeled", "unlabeled", "test"):
         ids = getattr(split, name)
-        rows.append((name, len(ids), len({by_id[v].label for v in ids if v in by_id})))
+        rows.append((name, len(ids), len({by_id[v].label for v in ids if v in by_id} - {NO_LABEL})))
     return rows

@@ -8,6 +8,7 @@ diagnosis script all score through it.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,6 +144,29 @@ class AlignabilityScores:
     def probs(self) -> Tensor:
         """p_A, the non-parametric classifier of Eq. 8."""
         return nonparametric_probs(self.class_logits, self.tau)
+
+
+def tau_unfittable(data: RunData, classifier: ClassifierConfig) -> str | None:
+    """Why Eq. 8's tau cannot be fitted on the labeled split (None when it can, or is given).
+
+    The leave-one-out fit needs a class with two labeled clips; finding that out from the split costs
+    nothing, while finding it out from `fit_temperature` costs embedding the whole gallery first."""
+    if classifier.tau is not None:
+        return None
+    per_class = Counter(data.label_of[i] for i in data.split.labeled)
+    if max(per_class.values(), default=0) >= 2:
+        return None
+    return (
+        f"{data.paths.split}: cannot fit f_A's temperature tau: no class has two labeled clips "
+        f"({len(data.split.labeled)} labeled clips); label more (a larger `fgar data split --fraction`) "
+        "or pass --tau"
+    )
+
+
+def require_fittable_tau(data: RunData, classifier: ClassifierConfig) -> None:
+    reason = tau_unfittable(data, classifier)
+    if reason is not None:
+        raise FgarError(reason)
 
 
 def gallery_temperature(

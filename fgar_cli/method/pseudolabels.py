@@ -23,6 +23,7 @@ from torch import Tensor
 
 from fgar_cli.artifacts import read_h5, write_h5
 from fgar_cli.config import Config, PseudoLabeling, Source
+from fgar_cli.data.index import NO_TRUTH
 from fgar_cli.errors import FgarError
 from fgar_cli.method.gallery import AlignabilityScores
 
@@ -66,12 +67,16 @@ def select_pseudo_labels(
 
 
 def pseudo_label_stats(label: np.ndarray, accepted: np.ndarray, truth: np.ndarray | None) -> dict[str, Any]:
-    """Count and accuracy of the accepted pseudo-labels; truth -1 marks clips of unknown classes."""
-    stats: dict[str, Any] = {"pl_count": int(accepted.sum()), "unlabeled": int(len(label))}
-    if truth is not None and accepted.any():
-        stats["pl_accuracy"] = float((label[accepted] == truth[accepted]).mean())
+    """How many of the scored clips were accepted and how many of those got their true label.
+
+    truth -1 marks clips of classes the models do not know (an accepted one counts as wrong);
+    truth NO_TRUTH marks clips nobody labeled (truly unlabeled footage), left out of the accuracy."""
+    stats: dict[str, Any] = {"accepted_count": int(accepted.sum()), "scored_count": int(len(label))}
+    known = accepted if truth is None else accepted & (truth != NO_TRUTH)
+    if truth is not None and known.any():
+        stats["accepted_accuracy"] = float((label[known] == truth[known]).mean())
     else:
-        stats["pl_accuracy"] = float("nan")
+        stats["accepted_accuracy"] = float("nan")
     return stats
 
 

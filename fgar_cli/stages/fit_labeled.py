@@ -14,11 +14,18 @@ from typing import Any
 import torch
 
 from fgar_cli.checkpoints import CheckpointRecord, init_action_config, load_alignability_weights
-from fgar_cli.config import ActionRecipe, AlignabilityRecipe, FitLabeledConfig, with_absolute_paths
+from fgar_cli.config import (
+    ActionRecipe,
+    AlignabilityRecipe,
+    ClassifierConfig,
+    FitLabeledConfig,
+    with_absolute_paths,
+)
 from fgar_cli.data.batches import Stream
 from fgar_cli.data.dataset import ClipMode
 from fgar_cli.data.run_data import load_run_data
 from fgar_cli.errors import FgarError
+from fgar_cli.method.gallery import tau_unfittable
 from fgar_cli.models import (
     AlignabilityEncoder,
     alignability_config_for,
@@ -40,6 +47,8 @@ def fit_labeled(cfg: FitLabeledConfig) -> dict[str, Any]:
     labels = data.labels(ids)
     if min(labels.values()) < 0:
         raise FgarError(f"{cfg.data.split}: labeled clips must belong to the known classes")
+    if reason := tau_unfittable(data, ClassifierConfig()):  # warn now, the pseudo-label stages will refuse
+        console.print(f"warning: {reason} to the pseudo-label stages", soft_wrap=True, markup=False)
     device = resolve_device(cfg.run.device)
     if cfg.init_e and (pretrained := init_action_config(cfg.init_e)) is not None and pretrained != cfg.action:
         # f_E must be built as the checkpoint it starts from; the stored config says so

@@ -25,7 +25,7 @@ from fgar_cli.checkpoints import Encoders, load_encoders
 from fgar_cli.config import EvaluateConfig, OpenWorldConfig
 from fgar_cli.data.run_data import RunData, load_run_data
 from fgar_cli.errors import FgarError
-from fgar_cli.method.gallery import embed_gallery, pair_logits
+from fgar_cli.method.gallery import embed_gallery, pair_logits, require_fittable_tau
 from fgar_cli.method.nonparametric import leave_one_out_class_logits
 from fgar_cli.method.pseudolabels import read_pseudo_labels
 from fgar_cli.metrics import auroc
@@ -42,6 +42,7 @@ def openworld(cfg: OpenWorldConfig) -> dict[str, Any]:
             f"{data.paths.split}: not an open-world split; make one with "
             "`fgar data split --known-classes K` and fit the encoders on it"
         )
+    require_fittable_tau(data, cfg.classifier)  # selftrain would say so too, after the calibration's embedding
     threshold = cfg.novelty.threshold
     if threshold is None:
         threshold = calibrated_threshold(encoders.to(resolve_device(cfg.run.device)), data, cfg)
@@ -61,8 +62,8 @@ def openworld(cfg: OpenWorldConfig) -> dict[str, Any]:
         "known_classes": len(data.class_names),
         "known_top1": known["top1"],
         "known_top1_combined": known.get("combined", {}).get("top1"),
-        "pl_count": result["pl_count"],
-        "pl_accuracy": result["pl_accuracy"],
+        "cumulative_pl_count": result["cumulative_pl_count"],
+        "cumulative_pl_accuracy": result["cumulative_pl_accuracy"],
         "novel_rejection_round1": novel_rejection(out / "round_1" / "pseudo.h5"),
         "novel_rejection_last": novel_rejection(out / f"round_{cfg.rounds}" / "pseudo.h5"),
         "rounds": result["rounds"],
@@ -96,7 +97,7 @@ def leave_one_out_threshold(logits: torch.Tensor, labels: np.ndarray, rho: int, 
 
 def novel_rejection(pseudo_path: Path) -> dict[str, float]:
     pl = read_pseudo_labels(pseudo_path)
-    truth_novel = np.asarray(pl["truth"]) < 0
+    truth_novel = np.asarray(pl["truth"]) == -1  # NO_TRUTH (-2): nobody knows, not novel
     flagged = np.asarray(pl["novel"]).astype(bool)
     tp = int((flagged & truth_novel).sum())
     return {

@@ -25,12 +25,12 @@ from fgar_cli.config import DataPaths, PredictConfig
 from fgar_cli.data.adapters import VIDEO_SUFFIXES
 from fgar_cli.data.batches import inference_loader
 from fgar_cli.data.dataset import ClipDataset, ClipMode
-from fgar_cli.data.index import DatasetIndex, VideoEntry
+from fgar_cli.data.index import NO_LABEL, DatasetIndex, VideoEntry
 from fgar_cli.data.run_data import load_run_data
 from fgar_cli.errors import FgarError
 from fgar_cli.files import check_output_file, read_text
 from fgar_cli.inference import run_encoders
-from fgar_cli.method.gallery import head_probabilities
+from fgar_cli.method.gallery import head_probabilities, require_fittable_tau
 from fgar_cli.runtime import resolve_device, seed_everything
 
 LIST_SUFFIXES = {".txt", ".lst"}
@@ -63,18 +63,19 @@ def predict(cfg: PredictConfig) -> dict[str, Any]:
     encoders = load_encoders(cfg.ckpt_e, cfg.ckpt_a, need_alignability=False)
     device = resolve_device(cfg.run.device)
     encoders.to(device)
+    data = None
+    if encoders.alignability is not None:  # f_A's gallery: the labeled split f_E was trained on
+        data = load_run_data(encoders.data_paths(DataPaths()), cfg.run)
+        encoders.check_data(data)
+        require_fittable_tau(data, cfg.classifier)  # before the videos are run, not after
     names = encoders.class_names
-    entries = [VideoEntry(id=str(v), path=str(v), label=-1) for v in videos]
+    entries = [VideoEntry(id=str(v), path=str(v), label=NO_LABEL, subset="unlabeled") for v in videos]
     index = DatasetIndex("predict", "/", names, entries, allow_outside_root=True)
     clip = encoders.action.recipe.clip
     dataset = ClipDataset(index, entries, clip, ClipMode.TEST, num_views=cfg.num_views)
     loader = inference_loader(dataset, max(1, cfg.run.inference_batch_size // cfg.num_views))
     model_a = encoders.alignability.model if encoders.alignability is not None else None
     outputs = run_encoders(loader, device, "videos", encoders.action.model, model_a)
-    data = None
-    if encoders.alignability is not None:  # f_A's gallery: the labeled split f_E was trained on
-        data = load_run_data(encoders.data_paths(DataPaths()), cfg.run)
-        encoders.check_data(data)
     heads, _ = head_probabilities(encoders, outputs, data, cfg.classifier, cfg.run.inference_batch_size, cfg.run.seed)
     head = "combined" if "combined" in heads else "action"
     probs = heads[head]

@@ -22,7 +22,14 @@ from fgar_cli.data.run_data import RunData, load_run_data
 from fgar_cli.errors import FgarError
 from fgar_cli.files import check_writable_folder
 from fgar_cli.inference import run_encoders
-from fgar_cli.method.gallery import Gallery, embed_gallery, load_gallery, save_gallery, score_queries
+from fgar_cli.method.gallery import (
+    Gallery,
+    embed_gallery,
+    load_gallery,
+    require_fittable_tau,
+    save_gallery,
+    score_queries,
+)
 from fgar_cli.method.pseudolabels import PseudoLabels, select_pseudo_labels, write_pseudo_labels
 from fgar_cli.runtime import resolve_device, seed_everything
 
@@ -83,6 +90,8 @@ def run_pseudolabel(cfg: PseudoLabelConfig) -> dict[str, Any]:
     encoders = load_encoders(cfg.ckpt_e, cfg.ckpt_a, need_alignability=cfg.pseudo_labeling.source != Source.ACTION)
     data = load_run_data(encoders.data_paths(cfg.data), cfg.run)
     encoders.check_data(data)
+    if encoders.alignability is not None:
+        require_fittable_tau(data, cfg.classifier)
     encoders.to(resolve_device(cfg.run.device))
     given = None
     if cfg.gallery and encoders.alignability is not None:

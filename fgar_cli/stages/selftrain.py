@@ -36,6 +36,7 @@ from fgar_cli.config import (
 from fgar_cli.data.dataset import ClipMode
 from fgar_cli.data.run_data import RunData, load_run_data
 from fgar_cli.errors import FgarError
+from fgar_cli.method.gallery import require_fittable_tau
 from fgar_cli.method.pseudolabels import accepted_in_file, pseudo_label_stats
 from fgar_cli.progress import console
 from fgar_cli.runs import RunFolder
@@ -54,6 +55,8 @@ def selftrain(cfg: SelfTrainConfig, novel_threshold: float | None = None) -> dic
     encoders.check_data(data)
     if not data.split.unlabeled:
         raise FgarError(f"{data.paths.split}: the unlabeled split is empty: there is nothing to self-train on")
+    if encoders.alignability is not None:
+        require_fittable_tau(data, cfg.classifier)
     device = resolve_device(cfg.run.device)
     encoders.to(device)
     recipe_e, recipe_a = round_recipes(cfg, encoders, data)
@@ -68,10 +71,11 @@ def selftrain(cfg: SelfTrainConfig, novel_threshold: float | None = None) -> dic
         remaining = [i for i in data.split.unlabeled if i not in pseudo_labeled]
         new = round_pseudo_labels(cfg, encoders, data, remaining, r, folder, novel_threshold)
         pseudo_labeled |= new
-        stats = {"round": r, **cumulative_stats(pseudo_labeled, data)}
+        stats = round_stats(r, new, len(remaining), pseudo_labeled, data)
         console.print(
-            f"round {r}: {len(new)} of {len(remaining)} clips newly accepted; {stats['pl_count']} of "
-            f"{stats['unlabeled']} unlabeled clips pseudo-labeled, accuracy {stats['pl_accuracy']:.3f}"
+            f"round {r}: {len(new)} of {len(remaining)} clips newly accepted (accuracy "
+            f"{stats['round_pl_accuracy']:.3f}); {stats['cumulative_pl_count']} of {stats['unlabeled']} "
+            f"unlabeled clips pseudo-labeled so far, accuracy {stats['cumulative_pl_accuracy']:.3f}"
         )
         labels = data.labels(data.split.labeled) | pseudo_labeled
         trainer = EncoderTrainer(device, cfg.run.seed + 1000 * r, cfg.resume, cfg.run.num_workers)
@@ -137,14 +141,29 @@ def round_pseudo_labels(
     return pl.accepted_labels()
 
 
-def cumulative_stats(pseudo_labeled: dict[str, int], data: RunData) -> dict[str, Any]:
-    """Count and accuracy (against the split's ground truth) of every pseudo-label accepted so far."""
-    ids = list(pseudo_labeled)
-    stats = pseudo_label_stats(
-        np.array([pseudo_labeled[i] for i in ids], dtype=np.int64), np.ones(len(ids), dtype=bool), data.truth(ids)
-    )
-    stats["unlabeled"] = len(data.split.unlabeled)
-    return stats
+def round_stats(
+    round_: int, new: dict[str, int], candidates: int, pseudo_labeled: dict[str, int], data: RunData
+) -> dict[str, Any]:
+    """A round's pseudo-labels in two counts: those it accepted (of the `candidates` clips still
+    unlabeled when it began) and all accepted so far (of the whole unlabeled set), each with its
+    accuracy against the split's ground truth where that is known."""
+    this_round = accepted_stats(new, data)
+    so_far = accepted_stats(pseudo_labeled, data)
+    return {
+        "round": round_,
+        "round_pl_count": this_round["accepted_count"],
+        "round_pl_accuracy": this_round["accepted_accuracy"],
+        "round_candidates": candidates,
+        "cumulative_pl_count": so_far["accepted_count"],
+        "cumulative_pl_accuracy": so_far["accepted_accuracy"],
+        "unlabeled": len(data.split.unlabeled),
+    }
+
+
+def accepted_stats(labels: dict[str, int], data: RunData) -> dict[str, Any]:
+    ids = list(labels)
+    label = np.array([labels[i] for i in ids], dtype=np.int64)
+    return pseudo_label_stats(label, np.ones(len(ids), dtype=bool), data.truth(ids))
 
 
 def finish(
@@ -164,8 +183,8 @@ def finish(
         atomic_copy(cfg.ckpt_a, out / "A.pt")
     summary = {
         "rounds": rounds,
-        "pl_count": rounds[-1]["pl_count"],
-        "pl_accuracy": rounds[-1]["pl_accuracy"],
+        "cumulative_pl_count": rounds[-1]["cumulative_pl_count"],
+        "cumulative_pl_accuracy": rounds[-1]["cumulative_pl_accuracy"],
         "ckpt_e": str(out / "E.pt"),
         "ckpt_a": str(out / "A.pt") if (out / "A.pt").exists() else None,
         "source": cfg.pseudo_labeling.source.value,
