@@ -70,8 +70,9 @@ set made with more classes or more videos per class holds the smaller one's vide
 names); names are shuffled so that neither name nor order reveals the class. The first
 round(K x test_fraction) videos of each class (at least one, at most K - 1) are the test set.
 
-Determinism: the same seed and settings give the same MP4 bytes (x264 runs single-threaded) and so
-the same decoded frames; another seed gives other videos.
+Determinism: the same seed and settings give the same MP4 bytes (x264 runs single-threaded, and
+without its AVX-512 code, see `x264_cpu_options`) and so the same decoded frames; another seed gives
+other videos.
 
 The separability claim is checked by `benchmarks/synth_separability.py DATA_DIR` (measured
 numbers in its docstring). At the default length a 2-somersault dive turns once in 9 to 12
@@ -84,6 +85,7 @@ from __future__ import annotations
 import json
 import math
 import operator
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -548,13 +550,29 @@ def write_mp4(path: Path, frames: np.ndarray) -> None:
             stream.height = frames.shape[1]
             stream.pix_fmt = "yuv420p"
             # One thread: x264's output is then byte-identical run to run.
-            stream.options = {"crf": "18", "preset": "veryfast", "threads": "1"}
+            stream.options = {"crf": "18", "preset": "veryfast", "threads": "1", **x264_cpu_options()}
             stream.codec_context.time_base = Fraction(1, FPS)
             for k, array in enumerate(frames):
                 frame = av.VideoFrame.from_ndarray(array, format="rgb24")
                 frame.pts = k
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))
+
+
+def x264_cpu_options() -> dict[str, str]:
+    """x264 limited to AVX2 on CPUs with AVX-512, so that the same frames give the same bytes.
+
+    With its AVX-512 code, the libx264 that PyAV ships encoded the same frames differently from one
+    call to the next (an AMD znver4 machine: about one 32 x 32 video in six, in one process), which
+    reads like a kernel that looks at memory it did not write. Its AVX2 code gave the same bytes on
+    every call, equal to the usual AVX-512 result. Every AVX-512 CPU also has AVX2, so nothing else
+    changes; other CPUs keep x264's own choice."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__  # numpy's runtime CPU detection
+    except ImportError:  # a numpy without it: keep x264's choice
+        return {}
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    return {"x264-params": "asm=AVX2"} if x86 and __cpu_features__.get("AVX512F") else {}
 
 
 @dataclass
