@@ -10,8 +10,8 @@ Prints, for the run's labeled split as gallery and its test split as queries:
 * f_E's (fit/E.pt) accuracy on its own labeled clips and on the unlabeled clips (memorising or learning?);
 * from each round of the FinePseudo arm (st_finepseudo/round_K/pseudo.h5): the fitted tau, the
   quantiles of max p, max p_A and max p_E, the accuracy of each argmax, and for several theta how many
-  clips each of p, p_A and p_E would accept and how many of those are right (unlabeled clips only,
-  never the test split).
+  clips each of p, p_A and p_E would accept and the accuracy of those (`fgar_cli.report.theta_sweep`,
+  the sweep `fgar report` shows; unlabeled clips only, never the test split).
 """
 
 from __future__ import annotations
@@ -32,11 +32,13 @@ from fgar_cli.data.run_data import RunData, load_run_data
 from fgar_cli.inference import predict_clips
 from fgar_cli.method.gallery import Gallery, score_queries
 from fgar_cli.method.nonparametric import class_logits
+from fgar_cli.report import pseudo_file_sweeps
 from fgar_cli.softdtw import pairwise_soft_dtw
 
 CPU = torch.device("cpu")
 RHO = 8
 GAMMA = AlignabilityLoss().gamma  # fgar's default; pretrain/A0.pt records no alignability loss
+THETAS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def clips(data: RunData, ids: list[str], clip: ClipConfig) -> torch.Tensor:
@@ -94,13 +96,14 @@ def main(run: Path) -> None:
             acc = (pl[key].argmax(1) == pl["truth"]).mean()
             q = np.quantile(top, [0.5, 0.9, 1.0])
             print(f"    max {key:3s}: median {q[0]:.3f}, 90% {q[1]:.3f}, max {q[2]:.3f}; argmax accuracy {acc:.3f}")
-        for theta in (0.5, 0.6, 0.7, 0.8, 0.9):  # what each source would accept, and how much of it is right
+        # what each source would accept at each theta, and how much of it is right (fgar report's sweep)
+        sweeps = pseudo_file_sweeps(pseudo, THETAS, keys=("p", "p_A", "p_E"))
+        for theta in THETAS:
             cells = []
-            for key in ("p", "p_A", "p_E"):
-                passed = pl[key].max(1) > theta
-                right = int((pl[key].argmax(1)[passed] == pl["truth"][passed]).sum())
-                cells.append(f"{key} {right}/{int(passed.sum())}")
-            print(f"    theta {theta}: right/accepted  " + ", ".join(cells))
+            for sweep in sweeps:
+                point = next(q for q in sweep.points if q["theta"] == theta)
+                cells.append(f"{sweep.key} {point['accepted_count']} ({point['accepted_accuracy']:.3f})")
+            print(f"    theta {theta}: accepted (accuracy)  " + ", ".join(cells))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Compare supervised, confidence-only self-training and FinePseudo on a Diving48-format dataset.
+# Compare supervised, confidence-only self-training and FinePseudo on one dataset.
 #
 #   examples/compare.sh DATA_DIR RUN_DIR [CONFIG]
+#   FORMAT=folder TEST_FRACTION=0.2 examples/compare.sh my_videos/ my_run/ examples/quickstart.yaml
 #
-# DATA_DIR holds Diving48_V2_train.json, Diving48_V2_test.json, Diving48_vocab.json and rgb/*.mp4
-# (the real dataset, or `fgar synth --out DATA_DIR`). CONFIG (default examples/demo.yaml) holds the
-# options of each stage. Every step writes files into RUN_DIR and is skipped when its result is
+# DATA_DIR is in the layout FORMAT names (`fgar data index --format`, default diving48:
+# Diving48_V2_train.json, Diving48_V2_test.json, Diving48_vocab.json and rgb/*.mp4, the real dataset
+# or `fgar synth --out-dir DATA_DIR`; folder: DATA_DIR/<class>/<video> plus DATA_DIR/unlabeled/; list:
+# ANNOTATIONS names the list files, space-separated). TEST_FRACTION holds out that share of each class
+# as the test set, for data without one. CONFIG (default examples/demo.yaml) holds the options of
+# each stage. Every step writes files into RUN_DIR and is skipped when its result is
 # already there, so a rerun after an interruption continues where it stopped.
 # Environment: FRACTION (labeled fraction, default 0.1), SEED (split seed, default 0), INIT_E (weights
 # to start f_E from instead of pretraining it here, e.g. TCLR's released R(2+1)D-18 file; CONFIG's
@@ -22,13 +26,19 @@ RUN=$2
 CONFIG=${3:-$(dirname "$0")/demo.yaml}
 FRACTION=${FRACTION:-0.1}
 SEED=${SEED:-0}
+FORMAT=${FORMAT:-diving48}
+INDEX_ARGS=()
+for file in ${ANNOTATIONS:-}; do INDEX_ARGS+=(--annotations "$file"); done
+SPLIT_ARGS=()
+[ -z "${TEST_FRACTION:-}" ] || SPLIT_ARGS=(--test-fraction "$TEST_FRACTION")
 mkdir -p "$RUN"
 
 step() { echo; echo "== $*"; }
 
 step "index and split"
-[ -f "$RUN/index.json" ] || fgar data index --format diving48 --root "$DATA" --out "$RUN/index.json"
-[ -f "$RUN/split.json" ] || fgar data split --index "$RUN/index.json" --fraction "$FRACTION" --seed "$SEED" --out "$RUN/split.json"
+[ -f "$RUN/index.json" ] || fgar data index --format "$FORMAT" --root "$DATA" "${INDEX_ARGS[@]}" --out "$RUN/index.json"
+[ -f "$RUN/split.json" ] || fgar data split --index "$RUN/index.json" --fraction "$FRACTION" --seed "$SEED" \
+  "${SPLIT_ARGS[@]}" --out "$RUN/split.json"
 
 step "pretrain f_A (GITDL) on the unlabeled split"
 [ -f "$RUN/pretrain/A0.pt" ] || fgar pretrain --config "$CONFIG" --index "$RUN/index.json" --split "$RUN/split.json" \
@@ -66,5 +76,6 @@ step "arm 3: FinePseudo self-training (--source collab)"
 [ -f "$RUN/eval_finepseudo/metrics.json" ] || fgar evaluate --config "$CONFIG" --ckpt-e "$RUN/st_finepseudo/E.pt" \
   --ckpt-a "$RUN/st_finepseudo/A.pt" --out-dir "$RUN/eval_finepseudo"
 
-step "summary"
+step "summary, and the report (tables, pseudo-labels per round, theta sweep, confusion matrices)"
 fgar summary "$RUN"
+fgar report "$RUN"

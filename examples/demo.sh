@@ -6,7 +6,7 @@ set -euo pipefail
 DIR=${1:-demo}
 HERE=$(dirname "$0")
 start=$(date +%s)
-[ -f "$DIR/data/Diving48_V2_test.json" ] || fgar synth --out "$DIR/data" --seed "${SYNTH_SEED:-0}" --overwrite
+[ -f "$DIR/data/Diving48_V2_test.json" ] || fgar synth --out-dir "$DIR/data" --seed "${SYNTH_SEED:-0}" --overwrite
 # 30% labels: 8 labeled clips per class of the 27 training clips. (The paper's 10% of Diving48 is about
 # 30 labeled clips per class; 10% of this small set, 3 per class, leaves every method near chance.)
 FRACTION=${FRACTION:-0.3} bash "$HERE/compare.sh" "$DIR/data" "$DIR/run" "$HERE/demo.yaml"

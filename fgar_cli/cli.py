@@ -13,8 +13,8 @@ import sys
 
 import typer
 
-from fgar_cli import __version__, interrupts
-from fgar_cli.commands import data, stages, summary, synth
+from fgar_cli import __version__, interrupts, runlog
+from fgar_cli.commands import config_cmd, data, report, stages, summary, synth
 from fgar_cli.errors import FgarError
 from fgar_cli.interrupts import Interrupted
 
@@ -22,7 +22,7 @@ app = typer.Typer(
     name="fgar",
     help="Semi-supervised fine-grained action recognition with FinePseudo.\n\n"
     "Stages talk through files (index/split JSON, HDF5 artifacts, .pt checkpoints), so each reruns "
-    "on its own. Start with `fgar synth --out data/synth` for a dataset that needs no download.",
+    "on its own. Start with `fgar synth --out-dir data/synth` for a dataset that needs no download.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -44,6 +44,7 @@ def _root(
 
 app.command("synth", epilog=synth.SYNTH_EPILOG)(synth.synth_command)
 app.add_typer(data.data_app, name="data")
+app.add_typer(config_cmd.config_app, name="config")
 app.command("pretrain")(stages.pretrain)
 app.command("fit-labeled")(stages.fit_labeled)
 app.command("pseudolabel")(stages.pseudolabel)
@@ -53,9 +54,11 @@ app.command("openworld")(stages.openworld)
 app.command("predict")(stages.predict)
 app.command("export")(stages.export)
 app.command("summary")(summary.summary)
+app.command("report")(report.report)
 
 
 def main(argv: list[str] | None = None) -> None:
+    runlog.record_command_line(sys.argv[1:] if argv is None else argv)  # log.txt says how a run was made
     try:
         app(args=argv, standalone_mode=True)
     except (Interrupted, KeyboardInterrupt, Exception) as exc:

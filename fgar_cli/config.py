@@ -183,7 +183,7 @@ class Optimization(Config):
 
     epochs: int = Field(ge=0)
     lr: float = Field(gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW's weight decay")
 
 
 class ActionTraining(Optimization):
@@ -282,6 +282,19 @@ class PseudoLabeling(Config):
     )
 
 
+class ValidationConfig(Config):
+    """fit-labeled's held-out labeled clips: f_E is scored on them after each epoch and its best epoch
+    kept (E_best.pt). Only a labeled set large enough for a hold-out to mean something gets one, so
+    small sets (the embedded demo's 8 clips per class) train on every clip."""
+
+    fraction: float = Field(
+        0.1, ge=0, lt=1, description="labeled clips of each class held out (at least 1); 0: no hold-out"
+    )
+    min_per_class: int = Field(
+        20, ge=2, description="hold out only when every class has at least this many labeled clips"
+    )
+
+
 class NoveltyConfig(Config):
     """Open world: which unlabeled clips are set aside as novel (paper Sec. 4.4)."""
 
@@ -364,6 +377,7 @@ class FitLabeledConfig(Config):
     alignability: AlignabilityEncoderConfig = AlignabilityEncoderConfig()
     alignability_training: AlignabilityTraining = AlignabilityTraining()
     alignability_loss: AlignabilityLoss = AlignabilityLoss()
+    validation: ValidationConfig = ValidationConfig()
     init_e: str | None = Field(None, description="weights file to start f_E from (e.g. self-supervised weights)")
     init_a: str | None = Field(None, description="f_A checkpoint from pretrain (its architecture wins)")
     run: RunConfig = RunConfig()

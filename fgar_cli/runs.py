@@ -9,6 +9,9 @@
   folder never holds results of two runs side by side.
 * Before long work starts the folder is created and proven writable, and the temporary files of
   killed processes are swept away.
+* Beside run.json, config.yaml holds the same resolved options as the stage's table of a config
+  file (`--config OUT/config.yaml` makes the same run again), and the run keeps its own log
+  (`fgar_cli.runlog`: log.txt, metrics.csv, tensorboard/).
 Settings that cannot change a result (the folder's own path, device, worker processes, inference
 batch size, the frame cache, resume, force) are not compared.
 """
@@ -16,17 +19,23 @@ batch size, the frame cache, resume, force) are not compared.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from fgar_cli import __version__
-from fgar_cli.artifacts import atomic_write_json
+from fgar_cli.artifacts import atomic_write_json, atomic_write_text
 from fgar_cli.config import Config
 from fgar_cli.errors import FgarError
 from fgar_cli.files import check_writable_folder, claim_on_first_write, read_text, remove_keeping_temporaries
+from fgar_cli.runlog import FILES as LOG_FILES
+from fgar_cli.runlog import RunLog
 
 RUN_FILE = "run.json"
+CONFIG_FILE = "config.yaml"
+NOT_RERUN = ("resume", "force")  # how this process went about the run, not options of the run: not in config.yaml
 NOT_COMPARED = (
     "out_dir",  # the folder itself: a run folder that was moved or copied resumes where it is now
     "resume",
@@ -38,11 +47,12 @@ NOT_COMPARED = (
     "run.frame_cache_gb",
 )
 # The files each stage writes into its run folder (globs), removed when a forced fresh run replaces it.
+RECORD = (CONFIG_FILE, *LOG_FILES)
 RESULTS = {
-    "pretrain": ("A0.pt", "A0_last.pt", "E0.pt", "E0_last.pt"),
-    "fit_labeled": ("E.pt", "E_last.pt", "A.pt", "A_last.pt"),
-    "selftrain": ("round_*", "E.pt", "A.pt", "selftrain.json"),
-    "openworld": ("round_*", "E.pt", "A.pt", "selftrain.json", "metrics.json", "eval"),
+    "pretrain": ("A0.pt", "A0_last.pt", "E0.pt", "E0_last.pt", *RECORD),
+    "fit_labeled": ("E.pt", "E_last.pt", "E_best.pt", "A.pt", "A_last.pt", "fit_labeled.json", *RECORD),
+    "selftrain": ("round_*", "E.pt", "A.pt", "selftrain.json", *RECORD),
+    "openworld": ("round_*", "E.pt", "A.pt", "selftrain.json", "metrics.json", "eval", *RECORD),
 }
 
 
@@ -67,6 +77,16 @@ def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
 class RunFolder:
     path: Path
     stage: str
+    # True while a forced fresh run has not yet replaced the old run (its first file is not complete)
+    replacing: bool = field(default=False, init=False)
+    _log: RunLog | None = field(default=None, init=False)
+
+    @property
+    def log(self) -> RunLog:
+        """The run's log (log.txt, metrics.csv, TensorBoard), from `open` on."""
+        if self._log is None:
+            raise RuntimeError(f"{self.path}: the run folder is not open")
+        return self._log
 
     @property
     def record_path(self) -> Path:
@@ -104,7 +124,7 @@ class RunFolder:
                     "(rerun with the same options, use another --out-dir, or --force to resume anyway)"
                 )
             self._write(current)
-            return self
+            return self._opened(resume)
         old = self.leftovers()
         if (previous is not None or old) and not force:
             raise FgarError(
@@ -113,15 +133,24 @@ class RunFolder:
             )
         if previous is None and not old:
             self._write(current)
-            return self
+            return self._opened(resume)
 
         def replace_previous_run() -> None:
             for path in self.leftovers():
                 remove_keeping_temporaries(path)
             self._write(current)
+            self.replacing = False
 
+        self.replacing = True
         claim_on_first_write(self.path, replace_previous_run)
+        return self._opened(resume)
+
+    def _opened(self, resume: bool) -> RunFolder:
+        self._log = RunLog.open(self.path, self.stage, resume, waiting=lambda: self.replacing)
         return self
 
     def _write(self, config: dict[str, Any]) -> None:
         atomic_write_json(self.record_path, {"stage": self.stage, "fgar": __version__, "config": config})
+        rerun = {k: v for k, v in config.items() if k not in NOT_RERUN}
+        header = f"# fgar {__version__}: the options of this {self.stage.replace('_', '-')} run; rerun with --config\n"
+        atomic_write_text(self.path / CONFIG_FILE, header + yaml.safe_dump({self.stage: rerun}, sort_keys=False))

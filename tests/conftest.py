@@ -39,7 +39,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     each encoder (fit/E.pt, fit/A.pt). Tests read it and write into folders of their own."""
     root = tmp_path_factory.mktemp("tiny_run")
     synth = ["--classes", "3", "--videos-per-class", "6", "--frames", "24", "--size", "32", "--seed", "5"]
-    assert fgar("synth", "--out", root / "data", *synth) == 0
+    assert fgar("synth", "--out-dir", root / "data", *synth) == 0
     assert fgar("data", "index", "--format", "diving48", "--root", root / "data", "--out", root / "index.json") == 0
     split = ["--index", root / "index.json", "--fraction", "0.5", "--seed", "0", "--out", root / "split.json"]
     assert fgar("data", "split", *split) == 0

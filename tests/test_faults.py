@@ -696,7 +696,7 @@ def test_signal_before_any_work_is_one_line(delay: float, tiny_run: Path, tmp_pa
 
 def test_signal_outside_an_epoch_is_one_line(tmp_path: Path) -> None:
     out = tmp_path / "synth"
-    process = _fgar_process("synth", "--out", out, "--classes", "4", "--videos-per-class", "40", "--size", "32")
+    process = _fgar_process("synth", "--out-dir", out, "--classes", "4", "--videos-per-class", "40", "--size", "32")
     start = time.monotonic()
     while not list((out / "rgb").glob("*.mp4")) and time.monotonic() - start < 60:  # rendering has begun
         time.sleep(0.02)

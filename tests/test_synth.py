@@ -148,7 +148,7 @@ def test_cli_writes_a_dataset(tmp_path: Path, cli: Cli) -> None:
     result = cli(
         [
             "synth",
-            "--out",
+            "--out-dir",
             tmp_path / "d",
             "--classes",
             "2",
@@ -179,7 +179,7 @@ def test_cli_writes_a_dataset(tmp_path: Path, cli: Cli) -> None:
     ],
 )
 def test_cli_rejects_bad_options_in_one_line(args: list[str], fragment: str, tmp_path: Path, cli: Cli) -> None:
-    result = cli(["synth", "--out", tmp_path / "d", *args])
+    result = cli(["synth", "--out-dir", tmp_path / "d", *args])
     assert result.code == 1
     result.error_line(fragment)
     assert not (tmp_path / "d").exists()
@@ -188,10 +188,10 @@ def test_cli_rejects_bad_options_in_one_line(args: list[str], fragment: str, tmp
 def test_cli_refuses_a_non_empty_folder(tmp_path: Path, cli: Cli) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "notes.txt").write_text("mine")
-    result = cli(["synth", "--out", tmp_path / "d"])
+    result = cli(["synth", "--out-dir", tmp_path / "d"])
     assert result.code == 1
     result.error_line("not empty")
-    result = cli(["synth", "--out", tmp_path / "d", "--overwrite"])
+    result = cli(["synth", "--out-dir", tmp_path / "d", "--overwrite"])
     assert result.code == 1
     result.error_line("not a synthetic dataset")
     assert (tmp_path / "d" / "notes.txt").read_text() == "mine"
@@ -199,7 +199,7 @@ def test_cli_refuses_a_non_empty_folder(tmp_path: Path, cli: Cli) -> None:
 
 def test_cli_reports_an_output_folder_it_cannot_create(tmp_path: Path, cli: Cli) -> None:
     (tmp_path / "a_file").write_text("")
-    result = cli(["synth", "--out", tmp_path / "a_file" / "d"])
+    result = cli(["synth", "--out-dir", tmp_path / "a_file" / "d"])
     assert result.code == 1
     result.error_line("cannot create")
 

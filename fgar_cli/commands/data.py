@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fgar_cli.artifacts import sha256_file
+from fgar_cli.commands.options import default_note
 from fgar_cli.data.adapters import measure_entries, read_dataset
 from fgar_cli.data.index import DatasetIndex, load_index, read_json, save_index
 from fgar_cli.data.splits import (
@@ -57,22 +58,45 @@ class DatasetFormat(StrEnum):
     "--annotations gym288_train_element_v1.0.txt --annotations gym288_val_element.txt --out gym288.json",
 )
 def index_command(
-    fmt: DatasetFormat = typer.Option(..., "--format", help="Annotation layout of the dataset."),
-    root: Path = typer.Option(..., "--root", help="Dataset folder (videos; annotations by default)."),
+    fmt: DatasetFormat = typer.Option(
+        ..., "--format", help="Annotation layout of the dataset.", rich_help_panel="Data", show_default=False
+    ),
+    root: Path = typer.Option(
+        ...,
+        "--root",
+        metavar="DIR",
+        help="Dataset folder: the videos, and the annotations unless --annotations says otherwise.",
+        rich_help_panel="Data",
+    ),
     annotations: list[Path] | None = typer.Option(
         None,
         "--annotations",
         metavar="PATH",
-        help="Annotation folder (diving48, finediving) or list/CSV file (finegym, list); repeatable.",
+        help="Annotation folder (diving48, finediving) or list/CSV file (finegym, list); repeatable."
+        + default_note("the dataset's own annotation files under --root"),
+        rich_help_panel="Data",
     ),
     classes: Path | None = typer.Option(
-        None, "--classes", help="Class names for list/folder: one per line, or a JSON list / {name: id}."
+        None,
+        "--classes",
+        metavar="FILE",
+        help="Class names for list/folder: one per line, or a JSON list / {name: id}."
+        + default_note("the labels found in the annotations"),
+        rich_help_panel="Data",
     ),
-    out: Path = typer.Option(..., "--out", help="Index JSON to write."),
-    strict: bool = typer.Option(False, "--strict", help="Fail when any video cannot be read."),
     allow_outside_root: bool = typer.Option(
-        False, "--allow-outside-root", help="Index videos that the annotations place outside --root."
+        False,
+        "--allow-outside-root/--no-allow-outside-root",
+        help="Index videos that the annotations place outside --root.",
+        rich_help_panel="Data",
     ),
+    strict: bool = typer.Option(
+        False,
+        "--strict/--no-strict",
+        help="Fail when any video cannot be read, instead of skipping and listing it.",
+        rich_help_panel="Data",
+    ),
+    out: Path = typer.Option(..., "--out", metavar="FILE", help="Index JSON file to write.", rich_help_panel="Output"),
 ) -> None:
     """Read a dataset's annotations, decode every video to count its frames, write an index.
 
@@ -113,7 +137,8 @@ def _print_index(index: DatasetIndex, heading: str) -> None:
         entries = index.subset(subset)
         counted = [e.num_frames for e in entries if e.num_frames >= 0]
         mean = f"{sum(counted) / len(counted):.1f}" if counted else "-"
-        table.add_row(subset, str(len(entries)), str(len({e.label for e in entries})), mean)
+        classes = str(len({e.label for e in entries})) if subset != "unlabeled" else "-"
+        table.add_row(subset, str(len(entries)), classes, mean)
     table.add_row("skipped", str(len(index.skipped)), "", "")
     console.print(table)
 
@@ -127,20 +152,45 @@ def _print_index(index: DatasetIndex, heading: str) -> None:
     "(the paper's three splits: --seeds 0,1,2 --out-dir splits/)",
 )
 def split_command(
-    index_path: Path = typer.Option(..., "--index", help="Index JSON from `fgar data index`."),
-    fraction: float = typer.Option(..., "--fraction", help="Share of each class's train videos to label, in (0, 1]."),
-    seed: int = typer.Option(0, "--seed", help="Seed choosing the labeled videos."),
-    out: Path | None = typer.Option(None, "--out", help="Split JSON to write (with --seed)."),
-    seeds: str | None = typer.Option(None, "--seeds", help="Comma-separated seeds, one file each (with --out-dir)."),
-    out_dir: Path | None = typer.Option(None, "--out-dir", help="Folder for split_<fraction>_seed<seed>.json files."),
+    index_path: Path = typer.Option(
+        ..., "--index", metavar="FILE", help="Dataset index JSON, from `fgar data index`.", rich_help_panel="Data"
+    ),
+    fraction: float = typer.Option(
+        ..., "--fraction", help="Share of each class's train videos to label, in (0, 1].", rich_help_panel="Data"
+    ),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed choosing the labeled videos (with --out).", rich_help_panel="Data"
+    ),
     known_classes: int | None = typer.Option(
-        None, "--known-classes", help="Open world: label only K seeded classes; unlabeled keeps all."
+        None,
+        "--known-classes",
+        help="Open world: label only K classes, chosen by the seed; the unlabeled set keeps every class."
+        + default_note("every class, closed world"),
+        rich_help_panel="Data",
     ),
     test_fraction: float = typer.Option(
         0.0,
         "--test-fraction",
         help="For a dataset without a test set: hold out this share of each class's videos for testing, "
         "the same videos for every seed (0: use the index's test videos).",
+        rich_help_panel="Data",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", metavar="FILE", help="Split JSON file to write, for one --seed.", rich_help_panel="Output"
+    ),
+    seeds: str | None = typer.Option(
+        None,
+        "--seeds",
+        metavar="0,1,2",
+        help="Comma-separated seeds, one split file each in --out-dir (instead of --seed and --out).",
+        rich_help_panel="Output",
+    ),
+    out_dir: Path | None = typer.Option(
+        None,
+        "--out-dir",
+        metavar="DIR",
+        help="Folder for the split_<fraction>_seed<seed>.json files of --seeds.",
+        rich_help_panel="Output",
     ),
 ) -> None:
     """Choose the labeled videos per class (at least one each); the rest of train, and every video
@@ -211,7 +261,9 @@ def _print_split(split: Split, index: DatasetIndex | None, heading: str) -> None
 
 @data_app.command("inspect", epilog="Example: fgar data inspect runs/d48/pseudo_round1.h5")
 def inspect_command(
-    file: Path = typer.Argument(..., help="An index or split JSON, an HDF5 artifact or a .pt checkpoint."),
+    file: Path = typer.Argument(
+        ..., help="An index or split JSON, an HDF5 artifact or a .pt checkpoint.", show_default=False
+    ),
 ) -> None:
     """Summarise any fgar file: index, split, HDF5 artifact (gallery, pseudo, predictions) or checkpoint."""
     head = read_bytes(file, limit=8)

@@ -1,8 +1,9 @@
 """The six FinePseudo stages as commands: parse options into a config, call the stage, print a summary.
 
 Each option sets one field of the stage's config (commands/options.py); fields without an option are
-set in a config file (`--config run.yaml`, whose table named after the stage is read, e.g.
-`fit_labeled:`). The stage modules are imported when a command runs, so `fgar --help` stays fast.
+set with `--set KEY=VALUE` or in a config file (`--config run.yaml`, whose table named after the stage
+is read, e.g. `fit_labeled:`); `fgar config show STAGE` lists them. The stage modules are imported
+when a command runs, so `fgar --help` stays fast.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fgar_cli.commands.options import Opt, config_command
+from fgar_cli.commands.options import PANELS, Opt, config_command
 from fgar_cli.config import (
     EvaluateConfig,
     ExportConfig,
@@ -28,34 +29,69 @@ from fgar_cli.config import (
 
 console = Console()
 
-INDEX = Opt("--index", "data.index", "Dataset index JSON from `fgar data index`.")
-SPLIT = Opt("--split", "data.split", "Label split JSON from `fgar data split`.")
-STORED_INDEX = Opt("--index", "data.index", "Dataset index JSON (default: the one stored in --ckpt-e).")
-STORED_SPLIT = Opt("--split", "data.split", "Label split JSON (default: the one stored in --ckpt-e).")
-NUM_FRAMES = Opt("--num-frames", "clip.num_frames", "Frames per clip, T.")
-SIZE = Opt("--size", "clip.size", "Square crop size in pixels.")
-DEVICE = Opt("--device", "run.device", "auto, cpu, cuda or cuda:N.")
-SEED = Opt("--seed", "run.seed", "Random seed.")
-RESUME = Opt("--resume/--no-resume", "resume", "Continue the run in --out-dir from its last checkpoint.")
-FORCE = Opt("--force/--no-force", "force", "Replace the run in --out-dir, or resume it with other options.")
-CKPT_A = Opt("--ckpt-a", "ckpt_a", "f_A checkpoint (A.pt from fit-labeled or selftrain).")
-CKPT_E = Opt("--ckpt-e", "ckpt_e", "f_E checkpoint (E.pt from fit-labeled or selftrain).")
-THETA = Opt("--theta", "pseudo_labeling.theta", "Confidence a clip needs to get a pseudo-label, in [0, 1].")
+DATA_PANEL, ENCODERS_PANEL, CLIP_PANEL, TRAINING_PANEL, CLASSIFIER_PANEL, PSEUDO_PANEL, OUTPUT_PANEL, RUN_PANEL = PANELS
+STORED = "the one stored in --ckpt-e"
+SCRATCH = "random weights"
+
+INDEX = Opt("--index", "data.index", "Dataset index JSON, from `fgar data index`.", DATA_PANEL, metavar="FILE")
+SPLIT = Opt("--split", "data.split", "Label split JSON, from `fgar data split`.", DATA_PANEL, metavar="FILE")
+STORED_INDEX = Opt("--index", "data.index", "Dataset index JSON.", DATA_PANEL, STORED, "FILE")
+STORED_SPLIT = Opt("--split", "data.split", "Label split JSON.", DATA_PANEL, STORED, "FILE")
+NUM_FRAMES = Opt("--num-frames", "clip.num_frames", "Frames per clip (T).", CLIP_PANEL)
+SIZE = Opt("--size", "clip.size", "Side of the square crop, in pixels.", CLIP_PANEL)
+NUM_VIEWS = Opt("--num-views", "num_views", "Clips per video, their predictions averaged.", CLIP_PANEL)
+DEVICE = Opt("--device", "run.device", "Where to run: auto (a GPU when there is one), cpu, cuda or cuda:N.", RUN_PANEL)
+SEED = Opt("--seed", "run.seed", "Random seed of the run.", RUN_PANEL)
+RESUME = Opt("--resume/--no-resume", "resume", "Continue the run in --out-dir from its last checkpoint.", RUN_PANEL)
+FORCE = Opt("--force/--no-force", "force", "Replace the run in --out-dir, or resume it with other options.", RUN_PANEL)
+CKPT_A = Opt(
+    "--ckpt-a",
+    "ckpt_a",
+    "Alignability encoder, A.pt from fit-labeled or selftrain (f_A).",
+    ENCODERS_PANEL,
+    None,
+    "FILE",
+)
+CKPT_E = Opt(
+    "--ckpt-e", "ckpt_e", "Action encoder, E.pt from fit-labeled or selftrain (f_E).", ENCODERS_PANEL, None, "FILE"
+)
+ARCH_E = Opt("--arch-e", "action.arch", "Video CNN of the action encoder (f_E).", ENCODERS_PANEL)
+THETA = Opt(
+    "--theta",
+    "pseudo_labeling.theta",
+    "Confidence a clip needs to get a pseudo-label, in [0, 1] (theta).",
+    PSEUDO_PANEL,
+)
 TAU = Opt(
     "--tau",
     "classifier.tau",
-    "Temperature of the non-parametric classifier, Eq. 8 (default: fitted on the labeled gallery, leave-one-out).",
+    "Temperature of the alignability classifier's softmax (tau, Eq. 8).",
+    CLASSIFIER_PANEL,
+    "fitted on the labeled gallery, leave-one-out",
 )
-RHO = Opt("--rho", "classifier.rho", "Labeled clips per class that each clip is compared with (Eq. 7).")
+RHO = Opt(
+    "--rho", "classifier.rho", "Labeled clips per class that each clip is compared with (rho, Eq. 7).", CLASSIFIER_PANEL
+)
 SOURCE = Opt(
     "--source",
     "pseudo_labeling.source",
-    "collab (FinePseudo), action (f_E's confidence), alignability (f_A alone) or verify (Table 6).",
+    "Where pseudo-labels come from: collab (f_E and f_A together, FinePseudo), action (f_E's confidence alone), "
+    "alignability (f_A alone) or verify (f_E's label, kept when its class alignability is high enough; Table 6).",
+    PSEUDO_PANEL,
 )
-ROUNDS = Opt("--rounds", "rounds", "Self-training rounds (max_iter of Algorithm 1).")
-EPOCHS = Opt("--epochs", "epochs", "Epochs per round for each encoder (max_epoch_st).")
-LR_E = Opt("--lr-e", "lr_e", "f_E's learning rate (default: the one it was trained with).")
-LR_A = Opt("--lr-a", "lr_a", "f_A's learning rate (default: the one it was trained with).")
+ROUNDS = Opt("--rounds", "rounds", "Self-training rounds (max_iter, Algorithm 1).", TRAINING_PANEL)
+EPOCHS = Opt("--epochs", "epochs", "Epochs per round for each encoder (max_epoch_st).", TRAINING_PANEL)
+LR_E = Opt(
+    "--lr-e", "lr_e", "Learning rate of the action encoder (f_E).", TRAINING_PANEL, "the one it was trained with"
+)
+LR_A = Opt(
+    "--lr-a", "lr_a", "Learning rate of the alignability encoder (f_A).", TRAINING_PANEL, "the one it was trained with"
+)
+
+
+def out_dir(help_text: str, default: str | None = None) -> Opt:
+    return Opt("--out-dir", "out_dir", help_text, OUTPUT_PANEL, default, "DIR")
+
 
 # Options that come in groups.
 DATA = (INDEX, SPLIT)
@@ -82,31 +118,67 @@ def print_summary(title: str, summary: dict[str, Any]) -> None:
     PretrainConfig,
     "pretrain",
     [
-        Opt("--encoder", "encoder", "alignability: f_A with GITDL (A0.pt); action: f_E with TCLR (E0.pt)."),
+        Opt(
+            "--encoder",
+            "encoder",
+            "Which encoder to pretrain: alignability (f_A with GITDL, writes A0.pt) or action (f_E with TCLR, "
+            "writes E0.pt).",
+            ENCODERS_PANEL,
+        ),
         *DATA,
-        Opt("--out-dir", "out_dir", "Run folder (default runs/fgar/pretrain, or runs/fgar/pretrain_action)."),
+        out_dir(
+            "Run folder for A0.pt or E0.pt.", "runs/fgar/pretrain, or runs/fgar/pretrain_action for --encoder action"
+        ),
         *CLIP,
-        Opt("--epochs", "training.epochs", "f_A: GITDL epochs."),
-        Opt("--batch-size", "training.batch_size", "f_A: videos per batch."),
-        Opt("--lr", "training.lr", "f_A: learning rate."),
-        Opt("--backbone-a", "alignability.backbone", "f_A's per-frame 2D CNN."),
+        Opt("--epochs", "training.epochs", "Alignability encoder: GITDL epochs (f_A).", TRAINING_PANEL),
+        Opt("--batch-size", "training.batch_size", "Alignability encoder: videos per batch (f_A).", TRAINING_PANEL),
+        Opt("--lr", "training.lr", "Alignability encoder: learning rate (f_A).", TRAINING_PANEL),
+        Opt(
+            "--backbone-a",
+            "alignability.backbone",
+            "Per-frame 2D CNN of the alignability encoder (f_A).",
+            ENCODERS_PANEL,
+        ),
         Opt(
             "--cross-video-negatives/--intra-video-only",
             "loss.cross_video_negatives",
-            "f_A: other videos' frames as negatives.",
+            "Alignability encoder: other videos' frames as negatives too, not only the video's own (GITDL).",
+            TRAINING_PANEL,
         ),
-        Opt("--arch-e", "action.arch", "f_E's video CNN (--encoder action)."),
+        Opt("--arch-e", "action.arch", "Video CNN of the action encoder, for --encoder action (f_E).", ENCODERS_PANEL),
         Opt(
             "--dilated-layer4/--standard-layer4",
             "action.dilated_layer4",
-            "f_E: r3d_18/r2plus1d_18 with TCLR's layer4, which keeps 4 time steps of 16 frames.",
+            "Action encoder: r3d_18/r2plus1d_18 with TCLR's layer4, which keeps 4 time steps of 16 frames.",
+            ENCODERS_PANEL,
         ),
-        Opt("--epochs-e", "action_training.epochs", "f_E: TCLR epochs."),
-        Opt("--batch-size-e", "action_training.batch_size", "f_E: videos per batch (each gives 10 clips at K = 4)."),
-        Opt("--lr-e", "action_training.lr", "f_E: learning rate."),
-        Opt("--local-clips", "action_loss.local_clips", "f_E: non-overlapping local clips per video, K."),
-        Opt("--local-frames", "action_loss.local_frames", "f_E: frames per local clip (default: --num-frames)."),
-        Opt("--instance-weight", "action_loss.instance_weight", "f_E: weight of TCLR's instance loss across videos."),
+        Opt("--epochs-e", "action_training.epochs", "Action encoder: TCLR epochs (f_E).", TRAINING_PANEL),
+        Opt(
+            "--batch-size-e",
+            "action_training.batch_size",
+            "Action encoder: videos per batch, each giving 10 clips at 4 local clips (f_E).",
+            TRAINING_PANEL,
+        ),
+        Opt("--lr-e", "action_training.lr", "Action encoder: learning rate (f_E).", TRAINING_PANEL),
+        Opt(
+            "--local-clips",
+            "action_loss.local_clips",
+            "Action encoder: non-overlapping local clips per video (K, TCLR).",
+            TRAINING_PANEL,
+        ),
+        Opt(
+            "--local-frames",
+            "action_loss.local_frames",
+            "Action encoder: frames per local clip (TCLR).",
+            TRAINING_PANEL,
+            "--num-frames",
+        ),
+        Opt(
+            "--instance-weight",
+            "action_loss.instance_weight",
+            "Action encoder: weight of TCLR's instance loss across videos (0: within videos only).",
+            TRAINING_PANEL,
+        ),
         *PROCESS,
         RESUME,
         FORCE,
@@ -130,21 +202,57 @@ def pretrain(cfg: PretrainConfig) -> None:
     "fit_labeled",
     [
         *DATA,
-        Opt("--out-dir", "out_dir", "Run folder; E.pt and A.pt go here."),
-        Opt("--init-a", "init_a", "Start f_A from this pretrain checkpoint (A0.pt)."),
-        Opt("--init-e", "init_e", "Start f_E from E0.pt (pretrain --encoder action) or a weights file (TCLR's too)."),
-        Opt("--bgr/--rgb", "action.bgr", "The --init-e weights expect BGR input."),
-        Opt("--raw-input/--normalized-input", "action.raw_input", "The --init-e weights expect [0, 1] frames (TCLR)."),
-        Opt("--dilated-layer4/--standard-layer4", "action.dilated_layer4", "r3d_18/r2plus1d_18 with TCLR's layer4."),
-        Opt("--arch-e", "action.arch", "f_E's video CNN."),
-        Opt("--epochs-e", "action_training.epochs", "Epochs of f_E training."),
-        Opt("--epochs-a", "alignability_training.epochs", "Epochs of f_A training."),
-        Opt("--lr-e", "action_training.lr", "f_E's learning rate."),
-        Opt("--lr-a", "alignability_training.lr", "f_A's learning rate."),
-        Opt("--batch-size", "action_training.batch_size", "Clips per f_E batch."),
-        Opt("--gamma", "alignability_loss.gamma", "Soft-DTW smoothing."),
-        Opt("--margin", "alignability_loss.margin", "Triplet margin m."),
-        Opt("--omega", "alignability_loss.omega", "Weight of the score loss L_Score."),
+        out_dir("Run folder; E.pt and A.pt go here."),
+        Opt(
+            "--init-a",
+            "init_a",
+            "Start the alignability encoder from this pretrain checkpoint, A0.pt (f_A).",
+            ENCODERS_PANEL,
+            SCRATCH,
+            "FILE",
+        ),
+        Opt(
+            "--init-e",
+            "init_e",
+            "Start the action encoder from E0.pt (pretrain --encoder action) or a weights file, TCLR's too (f_E).",
+            ENCODERS_PANEL,
+            SCRATCH,
+            "FILE",
+        ),
+        Opt("--bgr/--rgb", "action.bgr", "The --init-e weights expect BGR input.", ENCODERS_PANEL),
+        Opt(
+            "--raw-input/--normalized-input",
+            "action.raw_input",
+            "The --init-e weights expect frames in [0, 1], not mean/std normalised (TCLR).",
+            ENCODERS_PANEL,
+        ),
+        Opt(
+            "--dilated-layer4/--standard-layer4",
+            "action.dilated_layer4",
+            "r3d_18/r2plus1d_18 with TCLR's layer4, which keeps the time steps.",
+            ENCODERS_PANEL,
+        ),
+        ARCH_E,
+        Opt("--epochs-e", "action_training.epochs", "Epochs of action encoder training (f_E).", TRAINING_PANEL),
+        Opt(
+            "--epochs-a",
+            "alignability_training.epochs",
+            "Epochs of alignability encoder training (f_A).",
+            TRAINING_PANEL,
+        ),
+        Opt("--lr-e", "action_training.lr", "Learning rate of the action encoder (f_E).", TRAINING_PANEL),
+        Opt("--lr-a", "alignability_training.lr", "Learning rate of the alignability encoder (f_A).", TRAINING_PANEL),
+        Opt("--batch-size", "action_training.batch_size", "Clips per action encoder batch (f_E).", TRAINING_PANEL),
+        Opt("--gamma", "alignability_loss.gamma", "Smoothing of the soft-DTW alignment (gamma).", TRAINING_PANEL),
+        Opt(
+            "--margin",
+            "alignability_loss.margin",
+            "Triplet margin on the per-frame alignment cost (m, L_AT).",
+            TRAINING_PANEL,
+        ),
+        Opt(
+            "--omega", "alignability_loss.omega", "Weight of the score loss (omega, L_Score in Eq. 5).", TRAINING_PANEL
+        ),
         *CLIP,
         *PROCESS,
         RESUME,
@@ -171,9 +279,16 @@ def fit_labeled(cfg: FitLabeledConfig) -> None:
         *ENCODERS,
         *CLASSIFIER,
         SOURCE,
-        Opt("--gallery", "gallery", "Reuse this gallery.h5 instead of embedding the labeled set."),
+        Opt(
+            "--gallery",
+            "gallery",
+            "Reuse this gallery.h5 instead of embedding the labeled set.",
+            DATA_PANEL,
+            "embed the labeled set",
+            "FILE",
+        ),
         *STORED_DATA,
-        Opt("--out-dir", "out_dir", "Where gallery.h5 and pseudo.h5 go (default: beside --ckpt-e)."),
+        out_dir("Where gallery.h5 and pseudo.h5 go.", "the folder of --ckpt-e"),
         *PROCESS,
     ],
 )
@@ -192,7 +307,7 @@ def pseudolabel(cfg: PseudoLabelConfig) -> None:
     "selftrain",
     [
         *ENCODERS,
-        Opt("--out-dir", "out_dir", "Run folder: round_K/{pseudo.h5,E.pt,A.pt}, E.pt, A.pt."),
+        out_dir("Run folder: round_K/ (pseudo.h5, E.pt, A.pt) and the final E.pt, A.pt."),
         ROUNDS,
         EPOCHS,
         *CLASSIFIER,
@@ -221,10 +336,17 @@ def selftrain(cfg: SelfTrainConfig) -> None:
     "evaluate",
     [
         CKPT_E,
-        Opt("--ckpt-a", "ckpt_a", "Also score f_A's non-parametric classifier and the combination."),
-        Opt("--out-dir", "out_dir", "Writes metrics.json, predictions.h5, confusion_*.png."),
-        Opt("--num-views", "num_views", "Clips per video, their predictions averaged."),
-        Opt("--subset", "subset", "Which part of the split to evaluate."),
+        Opt(
+            "--ckpt-a",
+            "ckpt_a",
+            "Alignability encoder, A.pt (f_A): also score its non-parametric classifier and the combination.",
+            ENCODERS_PANEL,
+            "f_E alone",
+            "FILE",
+        ),
+        out_dir("Where metrics.json, predictions.h5 and confusion_*.png go."),
+        NUM_VIEWS,
+        Opt("--subset", "subset", "Which part of the split to evaluate.", DATA_PANEL),
         TAU,
         RHO,
         *STORED_DATA,
@@ -254,16 +376,19 @@ def evaluate(cfg: EvaluateConfig) -> None:
     "openworld",
     [
         *ENCODERS,
-        Opt("--out-dir", "out_dir", "Run folder."),
+        out_dir("Run folder: round_K/ and the final E.pt, A.pt."),
         Opt(
             "--novel-threshold",
             "novelty.threshold",
-            "Best class alignability below this is novel (default: calibrated on the labeled set).",
+            "A clip whose best class alignability is below this is set aside as novel.",
+            PSEUDO_PANEL,
+            "calibrated on the labeled set, see --novel-quantile",
         ),
         Opt(
             "--novel-quantile",
             "novelty.quantile",
-            "Quantile of labeled clips' alignability for the calibrated threshold.",
+            "Quantile of labeled clips' own-class alignability that the calibrated threshold is.",
+            PSEUDO_PANEL,
         ),
         ROUNDS,
         EPOCHS,
@@ -290,11 +415,31 @@ def openworld(cfg: OpenWorldConfig) -> None:
     PredictConfig,
     "predict",
     [
-        Opt("--input", "inputs", "A video file, a folder of videos (searched recursively) or a .txt list; repeat it."),
-        *ENCODERS,
-        Opt("--out", "out", "CSV of each video's top-k classes and probabilities (a .json goes beside it)."),
-        Opt("--top-k", "top_k", "Classes listed per video."),
-        Opt("--num-views", "num_views", "Clips per video, their predictions averaged."),
+        Opt(
+            "--input",
+            "inputs",
+            "A video file, a folder of videos (searched recursively) or a .txt list of paths; repeatable.",
+            DATA_PANEL,
+            metavar="PATH",
+        ),
+        Opt(
+            "--ckpt-a",
+            "ckpt_a",
+            "Alignability encoder, A.pt (f_A): adds FinePseudo's collaborative prediction.",
+            ENCODERS_PANEL,
+            "f_E alone",
+            "FILE",
+        ),
+        CKPT_E,
+        Opt(
+            "--out",
+            "out",
+            "CSV file of each video's top-k classes and probabilities; a .json goes beside it.",
+            OUTPUT_PANEL,
+            metavar="FILE",
+        ),
+        Opt("--top-k", "top_k", "Classes listed per video.", OUTPUT_PANEL),
+        NUM_VIEWS,
         *PROCESS,
     ],
 )
@@ -313,7 +458,7 @@ def predict(cfg: PredictConfig) -> None:
 @config_command(
     ExportConfig,
     "export",
-    [CKPT_E, Opt("--out", "out", "The TorchScript file to write.")],
+    [CKPT_E, Opt("--out", "out", "TorchScript file to write.", OUTPUT_PANEL, metavar="FILE")],
 )
 def export(cfg: ExportConfig) -> None:
     """Export f_E as one TorchScript file: uint8 RGB frames (B, T, H, W, 3) in, class probabilities out.

@@ -38,12 +38,14 @@ from fgar_cli.models import (
     build_pretrained_action_encoder,
 )
 from fgar_cli.objectives import GitdlStep, TclrStep
+from fgar_cli.runlog import records_run
 from fgar_cli.runs import RunFolder
 from fgar_cli.runtime import resolve_device, seed_everything
 
 DEFAULT_OUT = {PretrainEncoder.ALIGNABILITY: "runs/fgar/pretrain", PretrainEncoder.ACTION: "runs/fgar/pretrain_action"}
 
 
+@records_run
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     seed_everything(cfg.run.seed)
     if cfg.out_dir is None:
@@ -55,7 +57,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     config = with_absolute_paths(cfg, data.paths)
     if cfg.encoder == PretrainEncoder.ACTION:
         return pretrain_action_encoder(cfg, config, data, device)
-    out = RunFolder(Path(cfg.out_dir), "pretrain").open(config, cfg.resume, cfg.force).path
+    run = RunFolder(Path(cfg.out_dir), "pretrain").open(config, cfg.resume, cfg.force)
+    out = run.path
 
     model = build_alignability_encoder(alignability_config_for(cfg.alignability, cfg.clip.num_frames)).to(device)
     dataset = data.clips(data.split.unlabeled, cfg.clip, ClipMode.GITDL, seed=cfg.run.seed)
@@ -68,8 +71,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         model,
         cfg.resume,
         lambda last: fit(
-            model, GitdlStep(cfg.loss), batches, cfg.training, record, last, cfg.resume, device, "pretrain"
+            model, GitdlStep(cfg.loss), batches, cfg.training, record, last, cfg.resume, device, "pretrain", log=run.log
         ),
+        log=run.log,
     )
     return {
         "checkpoint": str(final),
@@ -85,7 +89,8 @@ def pretrain_action_encoder(
 ) -> dict[str, Any]:
     """TCLR on D_u: for each epoch, theta_E <- theta_E - alpha * grad (L_LL + L_GL [+ L_IC])."""
     assert cfg.out_dir is not None
-    out = RunFolder(Path(cfg.out_dir), "pretrain").open(config, cfg.resume, cfg.force).path
+    run = RunFolder(Path(cfg.out_dir), "pretrain").open(config, cfg.resume, cfg.force)
+    out = run.path
     model = build_pretrained_action_encoder(cfg.action).to(device)
     training, loss = cfg.action_training, cfg.action_loss
     check_time_steps(model, cfg.clip, loss.local_clips, device)
@@ -100,7 +105,10 @@ def pretrain_action_encoder(
         final,
         model,
         cfg.resume,
-        lambda last: fit(model, TclrStep(loss), batches, training, record, last, cfg.resume, device, "pretrain f_E"),
+        lambda last: fit(
+            model, TclrStep(loss), batches, training, record, last, cfg.resume, device, "pretrain f_E", log=run.log
+        ),
+        log=run.log,
     )
     return {
         "checkpoint": str(final),

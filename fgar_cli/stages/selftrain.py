@@ -18,6 +18,7 @@ is read instead of redone, so a resumed run reaches the same weights as an unint
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,14 @@ from fgar_cli.errors import FgarError
 from fgar_cli.method.gallery import require_fittable_tau
 from fgar_cli.method.pseudolabels import accepted_in_file, pseudo_label_stats
 from fgar_cli.progress import console
+from fgar_cli.runlog import records_run
 from fgar_cli.runs import RunFolder
 from fgar_cli.runtime import resolve_device, seed_everything
 from fgar_cli.stages.pseudolabel import pseudo_label, write_pass
 from fgar_cli.training import EncoderTrainer
 
 
+@records_run
 def selftrain(cfg: SelfTrainConfig, novel_threshold: float | None = None) -> dict[str, Any]:
     """Algorithm 1, lines 18-31. Open world (`fgar openworld`): clips whose best class alignability is
     below `novel_threshold` are never pseudo-labeled."""
@@ -62,7 +65,8 @@ def selftrain(cfg: SelfTrainConfig, novel_threshold: float | None = None) -> dic
     recipe_e, recipe_a = round_recipes(cfg, encoders, data)
     config = with_absolute_paths(cfg, data.paths)
     stage = "openworld" if isinstance(cfg, OpenWorldConfig) else "selftrain"
-    out = RunFolder(Path(cfg.out_dir), stage).open(config, cfg.resume, cfg.force).path
+    run = RunFolder(Path(cfg.out_dir), stage).open(config, cfg.resume, cfg.force)
+    out = run.path
     pseudo_labeled: dict[str, int] = {}  # line 23: accepted clips join D_l for good
     rounds: list[dict[str, Any]] = []
 
@@ -78,7 +82,9 @@ def selftrain(cfg: SelfTrainConfig, novel_threshold: float | None = None) -> dic
             f"unlabeled clips pseudo-labeled so far, accuracy {stats['cumulative_pl_accuracy']:.3f}"
         )
         labels = data.labels(data.split.labeled) | pseudo_labeled
-        trainer = EncoderTrainer(device, cfg.run.seed + 1000 * r, cfg.resume, cfg.run.num_workers)
+        run.log.line(f"round {r}: {json.dumps(stats)}")
+        log = run.log.in_round(r)
+        trainer = EncoderTrainer(device, cfg.run.seed + 1000 * r, cfg.resume, cfg.run.num_workers, log=log)
         dataset = data.clips(list(labels), recipe_e.clip, ClipMode.TRAIN, labels, seed=trainer.seed)
         extra = {"round": r, "pseudo_labels": stats}
         trainer.action(
