@@ -458,13 +458,32 @@ def predict(cfg: PredictConfig) -> None:
 @config_command(
     ExportConfig,
     "export",
-    [CKPT_E, Opt("--out", "out", "TorchScript file to write.", OUTPUT_PANEL, metavar="FILE")],
+    [
+        CKPT_E,
+        Opt(
+            "--format",
+            "format",
+            "torchscript (torch.jit.load, libtorch) or onnx (onnxruntime; needs pip install 'fgar[onnx]').",
+            OUTPUT_PANEL,
+        ),
+        Opt(
+            "--out",
+            "out",
+            "File to write.",
+            OUTPUT_PANEL,
+            "E.torchscript.pt, or E.onnx with --format onnx",
+            "FILE",
+        ),
+    ],
 )
 def export(cfg: ExportConfig) -> None:
-    """Export f_E as one TorchScript file: uint8 RGB frames (B, T, H, W, 3) in, class probabilities out.
+    """Export f_E as one file: uint8 RGB frames (B, T, H, W, 3) in, class probabilities (B, C) out.
 
-    Its class names and clip settings are stored in the file (extra files class_names.json, clip.json).
-    Example: fgar export --ckpt-e run/st/E.pt --out E.torchscript.pt
+    Class names and clip settings are stored in the file: TorchScript extra files, ONNX metadata_props.
+
+    ONNX fixes T, H and W (the clip settings) and leaves the batch size free. Examples:
+      fgar export --ckpt-e run/st/E.pt --out E.torchscript.pt
+      fgar export --ckpt-e run/st/E.pt --format onnx --out E.onnx
     """
     from fgar_cli.stages.export import export as run
 
