@@ -5,7 +5,9 @@
     e.g. --encoder action --variant before=width:32,temporal_stem:true --variant now=width:16
 
 Each variant sets fields of the encoder's architecture (ActionEncoderConfig or
-AlignabilityEncoderConfig in fgar_cli/config.py). For each generator seed (development seeds only:
+AlignabilityEncoderConfig in fgar_cli/config.py), or, with a dotted key, a key of fit-labeled's config
+(`--set`; keys under `training.` go to pretrain's), e.g. `--variant bf16=action_training.precision:bf16`.
+For each generator seed (development seeds only:
 never the demo's seed 0 or a seed a table reports), each label split (30% labels, as `make demo`) and
 each variant, it trains one encoder with the demo's settings (examples/demo.yaml) and evaluates it on
 the test split (3 views):
@@ -56,7 +58,12 @@ def prepare(out: Path, seed: int, split: int, fraction: float = 0.3, name: str |
 
 def run(out: Path, seed: int, split: int, variant: tuple[str, str], encoder: str) -> tuple[float, float]:
     index, split_file = prepare(out, seed, split)
-    name, fields = variant
+    name, all_fields = variant
+    items = [f.strip() for f in all_fields.split(",") if f.strip()]
+    fields = ", ".join(f for f in items if "." not in f.split(":")[0])  # the architecture's fields
+    dotted = [f.replace(": ", "=", 1) for f in items if "." in f.split(":")[0]]
+    sets = [arg for f in dotted if not f.startswith("training.") for arg in ("--set", f)]  # fit-labeled's
+    pretrain_sets = [arg for f in dotted if f.startswith("training.") for arg in ("--set", f)]
     folder = out / f"{encoder}_s{seed}_split{split}_{name}"
     metrics = folder / "eval" / "metrics.json"
     if not metrics.exists():
@@ -64,7 +71,7 @@ def run(out: Path, seed: int, split: int, variant: tuple[str, str], encoder: str
         folder.mkdir(parents=True, exist_ok=True)
         demo = (REPO / "examples" / "demo.yaml").read_text()
         if encoder == "action":
-            demo = demo.replace("action: {arch: small3d}", f"action: {{arch: small3d, {fields}}}")
+            demo = demo.replace("action: {arch: small3d}", f"action: {{arch: small3d{', ' if fields else ''}{fields}}}")
         else:
             demo = demo.replace("pretrain:\n", f"pretrain:\n  alignability: {{{fields}}}\n")
         config.write_text(demo)
@@ -72,12 +79,21 @@ def run(out: Path, seed: int, split: int, variant: tuple[str, str], encoder: str
         start = time.perf_counter()
         if encoder == "action":
             fgar(
-                "fit-labeled", "--config", config, *data_args, "--out-dir", folder / "fit", "--epochs-a", 0, "--resume"
+                "fit-labeled",
+                "--config",
+                config,
+                *data_args,
+                *sets,
+                "--out-dir",
+                folder / "fit",
+                "--epochs-a",
+                0,
+                "--resume",
             )
         else:
-            fgar("pretrain", "--config", config, *data_args, "--out-dir", folder / "pre", "--resume")
+            fgar("pretrain", "--config", config, *data_args, *pretrain_sets, "--out-dir", folder / "pre", "--resume")
             fit = ["--out-dir", folder / "fit", "--init-a", folder / "pre" / "A0.pt", "--epochs-e", 0, "--resume"]
-            fgar("fit-labeled", "--config", config, *data_args, *fit)
+            fgar("fit-labeled", "--config", config, *data_args, *sets, *fit)
         (folder / "seconds.txt").write_text(f"{time.perf_counter() - start:.1f}")
         ckpts = ["--ckpt-e", folder / "fit" / "E.pt"] + (["--ckpt-a", folder / "fit" / "A.pt"] * (encoder != "action"))
         fgar("evaluate", "--config", config, *ckpts, "--out-dir", folder / "eval")

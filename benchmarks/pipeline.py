@@ -7,7 +7,9 @@ clips per second of training and inference with and without each speed-up.
    once with the code of REV (a git worktree) and once with this working tree, on the same data and
    the same machine, one after the other: the wall time of every stage command and the ratio of the
    totals. Each tree runs its own compare.sh and demo.yaml, so what is compared is what `make demo`
-   did at each commit. Data generation is not timed (it is the same generator in both).
+   did at each commit, with f_E from scratch (PRETRAIN_E=0; set PRETRAIN_E=1 to time TCLR's
+   pretraining too, which a baseline from before it does not run). Data generation is not timed (it
+   is the same generator in both).
 2. In this process, on the same data: clips per second for f_E (small3d) and f_A (small2d) training
    steps with the frame cache off and on and with channels-last memory off and on, and for inference
    of both encoders in one pass against two passes.
@@ -83,6 +85,8 @@ def run_demo(tree: Path, data: Path, work: Path) -> list[tuple[str, float]]:
     for script in (shim, python):
         script.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FGAR_NO_PROGRESS": "1", "FRACTION": "0.3"}
+    # f_E from scratch, as before TCLR joined compare.sh (a baseline from before ignores it): the same work
+    env.setdefault("PRETRAIN_E", "0")
     env["FGAR_CACHE_DIR"] = str(work / "cache")  # a cold cache, as on a first run
     env.pop("PYTHONPATH", None)
     config = tree / "examples" / "demo.yaml"
@@ -148,6 +152,9 @@ def demo_comparison(baseline: str, seed: int) -> None:
         ratio = f"{a / b:6.2f}x" if a is not None and b is not None else ""
         print(f"  {name:<34} {shown[0]} {shown[1]} {ratio}")
     print(f"  {'all of compare.sh':<34} {old_total:9.1f} {new_total:9.1f} {old_total / new_total:6.2f}x")
+    both = [(a, b) for _, a, b in paired(old, new) if a is not None and b is not None]
+    old_same, new_same = sum(a for a, _ in both), sum(b for _, b in both)
+    print(f"  {'the stages both trees run':<34} {old_same:9.1f} {new_same:9.1f} {old_same / new_same:6.2f}x")
 
 
 def timed(fn, repeats: int) -> float:

@@ -71,6 +71,14 @@ class FrameBackbone(StrEnum):
     RESNET18 = "resnet18"
 
 
+class Precision(StrEnum):
+    """The number format of a training's forward pass (fgar_cli/runtime.py `autocast`)."""
+
+    AUTO = "auto"  # bfloat16 where the hardware computes it natively (CUDA; CPUs with AVX-512 BF16 or AMX)
+    FP32 = "fp32"
+    BF16 = "bf16"
+
+
 class CacheMode(StrEnum):
     AUTO = "auto"  # on when the run's decoded frames fit in run.frame_cache_gb
     ON = "on"
@@ -80,6 +88,11 @@ class CacheMode(StrEnum):
 class PretrainEncoder(StrEnum):
     ALIGNABILITY = "alignability"  # f_A with GITDL (the paper's pretraining of f_A)
     ACTION = "action"  # f_E with TCLR's temporal contrastive losses (the paper's start of f_E)
+
+
+class ExportFormat(StrEnum):
+    TORCHSCRIPT = "torchscript"  # torch.jit.load, libtorch (C++)
+    ONNX = "onnx"  # onnxruntime and other ONNX runtimes; needs the `onnx` extra (pip install 'fgar[onnx]')
 
 
 class Subset(StrEnum):
@@ -184,6 +197,11 @@ class Optimization(Config):
     epochs: int = Field(ge=0)
     lr: float = Field(gt=0)
     weight_decay: float = Field(1e-4, ge=0, description="AdamW's weight decay")
+    precision: Precision = Field(
+        Precision.AUTO,
+        description="number format of the forward pass: auto (bf16 where the hardware computes it natively: "
+        "CUDA, CPUs with AVX-512 BF16 or AMX; else fp32), fp32 or bf16; losses are always fp32",
+    )
 
 
 class ActionTraining(Optimization):
@@ -446,10 +464,13 @@ class PredictConfig(Config):
 
 
 class ExportConfig(Config):
-    """`fgar export`: f_E as one TorchScript file with its preprocessing and class names."""
+    """`fgar export`: f_E as one TorchScript or ONNX file with its preprocessing and class names."""
 
     ckpt_e: str | None = Field(None, description="f_E checkpoint (E.pt)")
-    out: str = Field("E.torchscript.pt", description="the TorchScript file to write")
+    format: ExportFormat = Field(
+        ExportFormat.TORCHSCRIPT, description="torchscript, or onnx (needs pip install 'fgar[onnx]')"
+    )
+    out: str | None = Field(None, description="the file to write; default: E.torchscript.pt, or E.onnx for onnx")
 
 
 class OpenWorldConfig(SelfTrainConfig):

@@ -28,7 +28,7 @@ from fgar_cli.interrupts import Interrupted
 from fgar_cli.objectives import Step
 from fgar_cli.progress import console, progress_bar
 from fgar_cli.runlog import RunLog
-from fgar_cli.runtime import to_device
+from fgar_cli.runtime import to_device, training_precision
 
 RESUME_ONLY = ("optimizer", "scheduler")  # in X_last.pt, not in the finished X.pt
 History = list[dict[str, float]]
@@ -165,7 +165,8 @@ def fit(
                 lr = float(optimizer.param_groups[0]["lr"])  # this epoch's, before the scheduler steps
                 loader = batches.for_epoch(epoch)
                 what = f"{description} {epoch}/{optim.epochs}"
-                metrics = train_one_epoch(model, loader, optimizer, step, device, what)
+                with training_precision(optim.precision):
+                    metrics = train_one_epoch(model, loader, optimizer, step, device, what)
                 scheduler.step()
                 if validation is not None:
                     # no draw of the validation may move a generator that the next epoch's draws start from
