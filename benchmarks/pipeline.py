@@ -11,7 +11,8 @@ clips per second of training and inference with and without each speed-up.
    pretraining too, which a baseline from before it does not run). Data generation is not timed (it
    is the same generator in both).
 2. In this process, on the same data: clips per second for f_E (small3d) and f_A (small2d) training
-   steps with the frame cache off and on and with channels-last memory off and on, and for inference
+   steps with the frame cache off and on, with channels-last memory off and on, with the training
+   forward in fp32 and in bf16 (`precision`, where the CPU computes bf16 natively), and for inference
    of both encoders in one pass against two passes.
 Figures are best-of-N wall times; run it on a quiet machine, and read the ratios.
 """
@@ -171,13 +172,14 @@ def clip_rates(seed: int, repeats: int) -> None:
     """Clips per second of the building blocks, with each speed-up on and off."""
     import torch.nn.functional as F
 
-    from fgar_cli.config import ActionEncoderConfig, AlignabilityEncoderConfig, ClipConfig, RunConfig
+    from fgar_cli.config import ActionEncoderConfig, AlignabilityEncoderConfig, ClipConfig, Precision, RunConfig
     from fgar_cli.data.batches import inference_loader
     from fgar_cli.data.dataset import ClipMode
     from fgar_cli.data.run_data import load_run_data
     from fgar_cli.inference import run_encoders
     from fgar_cli.losses import alignability_loss
     from fgar_cli.models import build_action_encoder, build_alignability_encoder
+    from fgar_cli.runtime import autocast, training_precision
 
     with tempfile.TemporaryDirectory(prefix="fgar-rates-") as tmp:
         root = Path(tmp)
@@ -222,6 +224,19 @@ def clip_rates(seed: int, repeats: int) -> None:
                 opt.step()
 
             print(f"  f_E small3d training step, {layout:<13} {8 / timed(step, repeats):7.1f} clips/s")
+        model = build_action_encoder(ActionEncoderConfig(arch="small3d"), 12)
+        opt = torch.optim.AdamW(model.parameters())
+        for precision in (Precision.FP32, Precision.BF16):  # channels-last, the forward in fp32 or bf16
+
+            def step_p(precision=precision) -> None:
+                opt.zero_grad()
+                with training_precision(precision), autocast(torch.device("cpu")):
+                    logits = model(x).float()
+                F.cross_entropy(logits, y).backward()
+                opt.step()
+
+            rate = 8 / timed(step_p, repeats)
+            print(f"  f_E small3d training step, channels-last, {precision.value} forward {rate:7.1f} clips/s")
         xa, ya = torch.randn(16, 16, 3, 56, 56), torch.arange(4).repeat_interleave(4)
         for layout in ("contiguous", "channels-last"):
             model = build_alignability_encoder(AlignabilityEncoderConfig())
@@ -237,6 +252,19 @@ def clip_rates(seed: int, repeats: int) -> None:
                 opt.step()
 
             print(f"  f_A small2d L_AV training step, {layout:<13} {16 / timed(step_a, repeats):7.1f} clips/s")
+        model = build_alignability_encoder(AlignabilityEncoderConfig())
+        opt = torch.optim.AdamW(model.parameters())
+        for precision in (Precision.FP32, Precision.BF16):
+
+            def step_ap(precision=precision) -> None:
+                opt.zero_grad()
+                with training_precision(precision), autocast(torch.device("cpu")):
+                    embeddings = model(xa)
+                alignability_loss(embeddings.float(), ya, model.score_head, 0.1, 0.1, 1.0)["loss"].backward()
+                opt.step()
+
+            rate = 16 / timed(step_ap, repeats)
+            print(f"  f_A small2d L_AV training step, channels-last, {precision.value} forward {rate:7.1f} clips/s")
 
         data = load_run_data(paths)
         model_e = build_action_encoder(ActionEncoderConfig(arch="small3d"), 12)

@@ -194,7 +194,13 @@ def test_set_wins_over_config_file_and_loses_to_options(
         "selftrain:\n  classifier: {tau: 0.5}\n"
     )
     cfg = _show_yaml(cli, "fit_labeled", "--config", config, "--set", "action_training.weight_decay=0.02")
-    assert cfg["action_training"] == {"epochs": 3, "lr": 0.01, "weight_decay": 0.02, "batch_size": 8}
+    assert cfg["action_training"] == {
+        "epochs": 3,
+        "lr": 0.01,
+        "weight_decay": 0.02,
+        "batch_size": 8,
+        "precision": "auto",
+    }
     # null clears what the file gave
     assert _show_yaml(cli, "selftrain", "--config", config)["classifier"]["tau"] == 0.5
     assert _show_yaml(cli, "selftrain", "--config", config, "--set", "classifier.tau=null")["classifier"]["tau"] is None
