@@ -563,7 +563,7 @@ def x264_cpu_options() -> dict[str, str]:
     """x264 limited to AVX2 on CPUs with AVX-512, so that the same frames give the same bytes.
 
     With its AVX-512 code, the libx264 that PyAV ships encoded the same frames differently from one
-    call to the next (an AMD znver4 machine: about one 32 x 32 video in six, in one process), which
+    call to the next (an Intel Xeon with AVX-512, 2026-12-02: about one 32 x 32 video in six, in one process), which
     reads like a kernel that looks at memory it did not write. Its AVX2 code gave the same bytes on
     every call, equal to the usual AVX-512 result. Every AVX-512 CPU also has AVX2, so nothing else
     changes; other CPUs keep x264's own choice."""
