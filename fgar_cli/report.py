@@ -84,8 +84,8 @@ def theta_sweep(
         points.append(
             {
                 "theta": float(theta),
-                "accepted_count": int(_first(stats, "accepted_count", "pl_count")),
-                "accepted_accuracy": float(_first(stats, "accepted_accuracy", "pl_accuracy")),
+                "accepted_count": int(stats["accepted_count"]),
+                "accepted_accuracy": float(stats["accepted_accuracy"]),
             }
         )
     return points

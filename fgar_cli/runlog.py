@@ -239,6 +239,13 @@ def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         return list(reader.fieldnames or []), rows
 
 
+def read_header(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    with open(path, encoding="utf-8", newline="") as f:
+        return next(csv.reader(f), [])
+
+
 def _csv_text(header: list[str], rows: list[Mapping[str, Value]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
@@ -249,7 +256,7 @@ def _csv_text(header: list[str], rows: list[Mapping[str, Value]]) -> str:
 
 def append_row(path: Path, row: Mapping[str, Value]) -> None:
     """Append `row` to metrics.csv; a row with a new column rewrites the file with a wider header."""
-    header, rows = read_rows(path)
+    header = read_header(path)  # an epoch's row needs the header alone, not every row before it
     if header and set(row) <= set(header):
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerow([_shown(row.get(k)) for k in header])
@@ -257,6 +264,7 @@ def append_row(path: Path, row: Mapping[str, Value]) -> None:
             f.write(buffer.getvalue())
             f.flush()
         return
+    header, rows = read_rows(path)
     wider = [*LEADING, *(k for k in header if k not in LEADING)]
     wider += [k for k in row if k not in wider]
     atomic_write_text(path, _csv_text(wider, [*rows, row]))
