@@ -9,7 +9,7 @@ DEMO   ?= demo
 # torch/torchvision pair known to work together; users with a GPU may install their own first.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test demo lint bench clean-demo
+.PHONY: setup test demo lint bench clean-demo table1 table4 table5 table6 fig1c tables
 
 setup: $(STAMP)
 
@@ -28,6 +28,16 @@ lint: setup
 
 demo: setup
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh $(DEMO)
+
+# The paper's tables on the embedded benchmark (fgar reproduce; docs/RESULTS.md). Variables:
+# SYNTH_SEEDS (generator seeds, default 11 12 13, none used for development), SPLITS (label split
+# seeds, default 0), QUICK=1 (a few minutes of tiny runs that exercise every step), OUT (default
+# reproductions: tables in OUT/<table>/, runs in OUT/work/). A rerun continues where one stopped.
+REPRO_ARGS = $(if $(QUICK),--quick) $(if $(SYNTH_SEEDS),--synth-seeds "$(SYNTH_SEEDS)") \
+	$(if $(SPLITS),--splits "$(SPLITS)") $(if $(OUT),--out-dir "$(OUT)")
+
+table1 table4 table5 table6 fig1c tables: setup
+	$(BIN)/fgar reproduce $@ $(REPRO_ARGS)
 
 bench: setup
 	$(BIN)/python benchmarks/softdtw.py

@@ -14,7 +14,7 @@ import sys
 import typer
 
 from fgar_cli import __version__, interrupts, runlog
-from fgar_cli.commands import config_cmd, data, report, stages, summary, synth
+from fgar_cli.commands import config_cmd, data, report, reproduce, stages, summary, synth
 from fgar_cli.errors import FgarError
 from fgar_cli.interrupts import Interrupted
 
@@ -55,6 +55,7 @@ app.command("predict")(stages.predict)
 app.command("export")(stages.export)
 app.command("summary")(summary.summary)
 app.command("report")(report.report)
+app.command("reproduce", epilog=reproduce.REPRODUCE_EPILOG)(reproduce.reproduce)
 
 
 def main(argv: list[str] | None = None) -> None:

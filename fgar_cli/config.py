@@ -58,6 +58,18 @@ class Source(StrEnum):
     ACTION = "action"  # f_E's confidence alone (confidence-only pseudo-labeling)
     ALIGNABILITY = "alignability"  # f_A's non-parametric classifier p_A alone
     VERIFY = "verify"  # f_E's label, kept when its class alignability is high enough
+    UNCERTAINTY = "uncertainty"  # UPS (Rizve et al. 2021): f_E's MC-dropout mean, kept when its spread is low
+    NONE = "none"  # no pseudo-label: the compute-matched control (the same epochs on D_l alone)
+
+    @property
+    def needs_alignability(self) -> bool:
+        """The rule reads f_A's scores, so f_A must be given (and self-training retrains it)."""
+        return self in (Source.COLLAB, Source.ALIGNABILITY, Source.VERIFY)
+
+    @property
+    def uses_action_only(self) -> bool:
+        """f_E alone decides, and f_A takes no part in self-training (confidence-only, UPS)."""
+        return self in (Source.ACTION, Source.UNCERTAINTY)
 
 
 class ActionArch(StrEnum):
@@ -267,7 +279,8 @@ class AlignabilityLoss(Config):
 
     gamma: float = Field(0.1, gt=0, description="soft-DTW smoothing; scoring uses the value f_A was trained with")
     margin: float = Field(0.1, ge=0, description="triplet margin m on the per-frame alignment cost")
-    omega: float = Field(1.0, ge=0, description="weight of the score loss L_Score")
+    omega: float = Field(1.0, ge=0, description="weight of the score loss L_Score (0: Table 5 row d)")
+    triplet_weight: float = Field(1.0, ge=0, description="weight of the triplet loss L_AT (0: Table 5 row e)")
 
 
 class GitdlLoss(Config):
@@ -297,6 +310,19 @@ class PseudoLabeling(Config):
     theta: float = Field(0.8, ge=0, le=1, description="confidence a clip needs to be accepted")
     verify_threshold: float = Field(
         0.6, ge=0, le=1, description="class alignability that --source verify needs (Table 6)"
+    )
+    mc_passes: int = Field(
+        10, ge=2, description="--source uncertainty: MC-dropout passes of f_E's classifier (UPS: 10)"
+    )
+    uncertainty_threshold: float = Field(
+        0.05,
+        gt=0,
+        description="--source uncertainty: largest std of the label's MC-dropout probability (UPS's kappa_p)",
+    )
+    oracle: bool = Field(
+        False,
+        description="a control: accepted clips get their true label, and clips of unknown classes are dropped "
+        "(needs ground truth for every unlabeled clip)",
     )
 
 
@@ -427,6 +453,9 @@ class SelfTrainConfig(Config):
     pseudo_labeling: PseudoLabeling = PseudoLabeling()
     rounds: int = Field(2, ge=1, description="self-training rounds, max_iter of Algorithm 1")
     epochs: int = Field(5, ge=1, description="epochs per round for each encoder, max_epoch_st")
+    alignability_epochs: int | None = Field(
+        None, ge=0, description="f_A's epochs per round; None: `epochs`; 0: f_A is never retrained (Table 5 row c)"
+    )
     lr_e: float | None = Field(None, gt=0, description="f_E's learning rate; None: the one f_E was trained with")
     lr_a: float | None = Field(None, gt=0, description="f_A's learning rate; None: the one f_A was trained with")
     run: RunConfig = RunConfig()

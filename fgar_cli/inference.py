@@ -22,6 +22,7 @@ class Outputs:
     probs: Tensor | None  # (N, V, C): f_E's softmax, when f_E ran
     embeddings: Tensor | None  # (N, V, T, F): f_A's frame embeddings, when f_A ran
     valid: Tensor  # (N,) bool: the clip's video could be read
+    mc_probs: Tensor | None = None  # (N, V, passes, C): f_E's MC-dropout softmax, when asked for
 
 
 @torch.inference_mode()
@@ -31,9 +32,19 @@ def run_encoders(
     what: str,
     action: nn.Module | None = None,
     alignability: nn.Module | None = None,
+    mc_passes: int = 0,
+    mc_seed: int = 0,
 ) -> Outputs:
-    """f_E's probabilities and/or f_A's embeddings for every clip of `loader`'s dataset, in one pass."""
+    """f_E's probabilities and/or f_A's embeddings for every clip of `loader`'s dataset, in one pass.
+
+    With `mc_passes` > 0, also f_E's softmax under that many draws of its dropout (MC dropout, as UPS
+    estimates uncertainty). f_E's only dropout sits before its linear classifier, so the trunk runs
+    once and each pass redraws the mask on the pooled features: the same as rerunning the whole
+    network with dropout on, at the cost of a matrix product. The masks come from `mc_seed`."""
     models = {"probs": action, "embeddings": alignability}
+    generator: torch.Generator | None = None
+    if mc_passes and action is not None:
+        generator = torch.Generator(device).manual_seed(mc_seed)
     for model in models.values():
         if model is not None:
             model.eval()
@@ -50,13 +61,18 @@ def run_encoders(
             views = clips.dim() == 6  # (B, V, T, 3, H, W)
             flat = clips.flatten(0, 1) if views else clips
             idx = batch["index"]
+            outputs: dict[str, Tensor] = {}
             for name, model in models.items():
                 if model is None:
                     continue
+                if name == "probs" and generator is not None:
+                    assert action is not None
+                    outputs["probs"], outputs["mc_probs"] = _mc_dropout(action, flat, device, mc_passes, generator)
+                    continue
                 with autocast(device):
                     out = model(flat).float()
-                if name == "probs":
-                    out = out.softmax(-1)
+                outputs[name] = out.softmax(-1) if name == "probs" else out
+            for name, out in outputs.items():
                 out = out.unflatten(0, clips.shape[:2]) if views else out.unsqueeze(1)
                 if name not in results:
                     results[name] = torch.full((n, *out.shape[1:]), float("nan"))
@@ -64,7 +80,20 @@ def run_encoders(
             valid[idx] = True
     if not valid.any():
         raise FgarError(f"{what}: none of the {n} clips could be read (see the warnings above)")
-    return Outputs(results.get("probs"), results.get("embeddings"), valid)
+    return Outputs(results.get("probs"), results.get("embeddings"), valid, results.get("mc_probs"))
+
+
+def _mc_dropout(
+    action: nn.Module, clips: Tensor, device: torch.device, passes: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """f_E's softmax without dropout (B, C), and under `passes` dropout masks (B, passes, C)."""
+    with autocast(device):
+        features = action.features(clips).float()
+    keep = 1.0 - action.dropout.p
+    masks = torch.rand((passes, *features.shape), generator=generator, device=features.device) < keep
+    dropped = features * masks / keep if keep < 1 else features.expand(passes, *features.shape)
+    samples = action.fc(dropped).softmax(-1).transpose(0, 1)
+    return action.fc(features).softmax(-1), samples
 
 
 def embed_clips(model: nn.Module, loader: DataLoader, device: torch.device, what: str) -> tuple[Tensor, Tensor]:

@@ -84,9 +84,16 @@ def score_loss(distances: Tensor, labels: Tensor, score_head: ScoreHead, balance
 
 
 def alignability_loss(
-    embeddings: Tensor, labels: Tensor, score_head: ScoreHead, gamma: float, margin: float, omega: float
+    embeddings: Tensor,
+    labels: Tensor,
+    score_head: ScoreHead,
+    gamma: float,
+    margin: float,
+    omega: float,
+    triplet_weight: float = 1.0,
 ) -> dict[str, Tensor]:
-    """L_AV = L_AT + omega * L_Score (paper Eq. 5) for frame embeddings (B, T, F) of labelled clips.
+    """L_AV = L_AT + omega * L_Score (paper Eq. 5) for frame embeddings (B, T, F) of labelled clips;
+    `triplet_weight` 0 drops L_AT (the ablation of Table 5 row e), omega 0 drops L_Score (row d).
 
     D is divided by T (docs/METHOD.md): an alignment cost per frame, so the margin and f_S mean the
     same for any clip length. Scoring uses the same scale (`fgar_cli.method.gallery`).
@@ -101,7 +108,7 @@ def alignability_loss(
         score_head.calibrate_(distances.detach(), labels)
     triplet = alignability_triplet_loss(distances, labels, margin)
     score = score_loss(distances, labels, score_head)
-    return {"loss": triplet + omega * score, "triplet": triplet, "score": score}
+    return {"loss": triplet_weight * triplet + omega * score, "triplet": triplet, "score": score}
 
 
 def gitdl_loss(

@@ -42,7 +42,13 @@ class AlignabilityStep:
         with autocast(batch["video"].device):
             embeddings = model(batch["video"])
         return alignability_loss(
-            embeddings.float(), batch["label"], model.score_head, self.loss.gamma, self.loss.margin, self.loss.omega
+            embeddings.float(),
+            batch["label"],
+            model.score_head,
+            self.loss.gamma,
+            self.loss.margin,
+            self.loss.omega,
+            self.loss.triplet_weight,
         )
 
 

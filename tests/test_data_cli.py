@@ -182,13 +182,13 @@ def test_split_three_seeds_into_folder(index_file: Path, tmp_path: Path, cli: Cl
     assert labeled[0] != labeled[1] != labeled[2] and labeled[0] != labeled[2]
 
 
-@pytest.mark.parametrize("fraction", ["0", "1.5", "-0.2"])
+@pytest.mark.parametrize("fraction", ["1.5", "-0.2", "nan"])
 def test_split_fraction_out_of_range(index_file: Path, tmp_path: Path, fraction: str, cli: Cli) -> None:
     code, out, err = cli(
         ["data", "split", "--index", str(index_file), "--fraction", fraction, "--out", str(tmp_path / "s.json")]
     )
     assert code == 1
-    one_error_line(out + err, "--fraction", "outside (0, 1]")
+    one_error_line(out + err, "--fraction", "outside [0, 1]")
     assert not (tmp_path / "s.json").exists()
 
 

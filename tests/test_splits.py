@@ -89,10 +89,17 @@ def test_no_test_subset_gives_empty_test_list() -> None:
     assert split.test == []
 
 
-@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5, float("nan")])
+@pytest.mark.parametrize("fraction", [-0.1, 1.5, float("nan")])
 def test_fraction_outside_unit_interval(fraction: float) -> None:
-    with pytest.raises(FgarError, match=r"--fraction .* is outside \(0, 1\]"):
+    with pytest.raises(FgarError, match=r"--fraction .* is outside \[0, 1\]"):
         make_split(toy_index(), fraction, 0)
+
+
+def test_fraction_zero_labels_nothing() -> None:
+    """A split for self-supervised pretraining on every training video (fgar reproduce uses one)."""
+    split = make_split(toy_index(), 0.0, 0)
+    assert split.labeled == [] and len(split.unlabeled) == sum(TRAIN_SIZES)
+    assert labeled_count(0.0, 7) == 0
 
 
 def test_open_world_labels_only_known_classes() -> None:

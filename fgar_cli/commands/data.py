@@ -156,7 +156,10 @@ def split_command(
         ..., "--index", metavar="FILE", help="Dataset index JSON, from `fgar data index`.", rich_help_panel="Data"
     ),
     fraction: float = typer.Option(
-        ..., "--fraction", help="Share of each class's train videos to label, in (0, 1].", rich_help_panel="Data"
+        ...,
+        "--fraction",
+        help="Share of each class's train videos to label, in [0, 1] (0: none, for pretraining on every one).",
+        rich_help_panel="Data",
     ),
     seed: int = typer.Option(
         0, "--seed", help="Seed choosing the labeled videos (with --out).", rich_help_panel="Data"

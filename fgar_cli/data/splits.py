@@ -47,8 +47,11 @@ class Split:
 
 
 def check_fraction(fraction: float) -> None:
-    if not 0 < fraction <= 1:  # also false for NaN
-        raise FgarError(f"--fraction {fraction} is outside (0, 1]: give the share of training videos to label")
+    if not 0 <= fraction <= 1:  # also false for NaN
+        raise FgarError(
+            f"--fraction {fraction} is outside [0, 1]: give the share of training videos to label "
+            "(0: none, a split for self-supervised pretraining on every training video)"
+        )
 
 
 def check_test_fraction(test_fraction: float) -> None:
@@ -61,8 +64,9 @@ def _order_key(seed: int, name: str) -> str:
 
 
 def labeled_count(fraction: float, n: int) -> int:
-    """round(fraction * n), half up, at least 1 and at most n (0 when the class has no video)."""
-    return min(n, max(1, math.floor(fraction * n + 0.5))) if n else 0
+    """round(fraction * n), half up, at least 1 and at most n (0 when the class has no video, or for
+    fraction 0: a split with no labels, for self-supervised pretraining on every training video)."""
+    return min(n, max(1, math.floor(fraction * n + 0.5))) if n and fraction > 0 else 0
 
 
 def choose_known_classes(train: list[VideoEntry], count: int, seed: int) -> list[int]:
@@ -169,8 +173,8 @@ def load_split(path: str | Path) -> Split:
     test_fraction = data.get("test_fraction", 0.0)
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 <= test_fraction < 1:
         raise FgarError(f"{path}: 'test_fraction' must be a number in [0, 1), got {test_fraction!r}")
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise FgarError(f"{path}: 'fraction' must be a number in (0, 1], got {fraction!r}")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise FgarError(f"{path}: 'fraction' must be a number in [0, 1], got {fraction!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise FgarError(f"{path}: 'seed' must be an integer, got {seed!r}")
     if known is not None and not (isinstance(known, list) and all(type(c) is int for c in known)):

@@ -5,6 +5,12 @@ The rule (Algorithm 1, and the variants of the paper's Table 6):
 * `action`: p_E alone (confidence-only pseudo-labeling). `alignability`: p_A alone.
 * `verify`: f_E's label when max p_E > theta and its class alignability S_c exceeds
   `verify_threshold` (0.6 in Table 6).
+* `uncertainty` (UPS, Rizve et al. 2021, positive labels only): p_E is the mean of `mc_passes`
+  MC-dropout predictions; accept argmax when max p_E > theta and the std of that class's probability
+  over the passes is below `uncertainty_threshold` (UPS's kappa_p).
+* `none`: nothing is accepted (the compute-matched control: self-training's epochs on D_l alone).
+* `oracle` (a control, with any source): the accepted clips get their true labels, and accepted
+  clips of classes the models do not know are dropped: the ceiling of what the selection could give.
 * Open world: a clip whose best class alignability max_c S_c is below `novel_threshold` is set
   aside as novel and never pseudo-labeled (Sec. 4.4).
 pseudo.h5 keeps every clip's p_E, p_A, class logits, label, confidence and verdict, with the count
@@ -13,7 +19,7 @@ and accuracy of the accepted labels where ground truth is known (the columns of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,7 @@ class Selection:
     confidence: Tensor  # (N,): max p
     accepted: Tensor  # (N,) bool
     novel: Tensor  # (N,) bool: set aside as a clip of an unknown class
+    uncertainty: Tensor | None = None  # (N,): std of the label's MC-dropout probability (--source uncertainty)
 
 
 def select_pseudo_labels(
@@ -45,25 +52,50 @@ def select_pseudo_labels(
     class_alignability: Tensor | None,
     rule: PseudoLabeling,
     novel_threshold: float | None = None,
+    p_E_samples: Tensor | None = None,
 ) -> Selection:
-    """Labels, confidences and acceptance for the four Table 6 variants (and open-world rejection)."""
-    if rule.source != Source.ACTION and (p_A is None or class_alignability is None):
+    """Labels, confidences and acceptance for the Table 6 variants (and open-world rejection).
+
+    `p_E_samples` (N, passes, C) are f_E's MC-dropout predictions, which `--source uncertainty` needs."""
+    if rule.source.needs_alignability and (p_A is None or class_alignability is None):
         raise FgarError(f"--source {rule.source} needs the alignability encoder (--ckpt-a)")
+    uncertainty = None
     if rule.source == Source.COLLAB:
         p = (p_A + p_E) / 2
     elif rule.source == Source.ALIGNABILITY:
         p = p_A
-    else:  # action, verify: f_E decides the label
+    elif rule.source == Source.UNCERTAINTY:
+        if p_E_samples is None:
+            raise FgarError("--source uncertainty needs f_E's MC-dropout predictions")
+        p = p_E_samples.mean(1)
+    else:  # action, verify, none: f_E decides the label
         p = p_E
     confidence, label = p.max(1)
     accepted = confidence > rule.theta
-    if rule.source == Source.VERIFY:
+    if rule.source == Source.UNCERTAINTY:
+        assert p_E_samples is not None
+        spread = p_E_samples.std(1, correction=1) if p_E_samples.shape[1] > 1 else torch.zeros_like(p)
+        uncertainty = spread.gather(1, label[:, None])[:, 0]
+        accepted &= uncertainty < rule.uncertainty_threshold
+    elif rule.source == Source.VERIFY:
         accepted &= class_alignability.gather(1, label[:, None])[:, 0] > rule.verify_threshold
+    elif rule.source == Source.NONE:
+        accepted = torch.zeros_like(accepted)
     novel = torch.zeros_like(accepted)
     if novel_threshold is not None and class_alignability is not None:
         novel = class_alignability.max(1).values < novel_threshold
         accepted &= ~novel
-    return Selection(p, label, confidence, accepted, novel)
+    return Selection(p, label, confidence, accepted, novel, uncertainty)
+
+
+def with_true_labels(selection: Selection, truth: np.ndarray, where: str) -> Selection:
+    """The oracle control: the accepted clips keep their acceptance but take their true label; accepted
+    clips of a class the models do not know (truth -1) are dropped. Every clip needs ground truth."""
+    if (truth == NO_TRUTH).any():
+        raise FgarError(f"{where}: pseudo_labeling.oracle needs the true label of every unlabeled clip")
+    known = torch.as_tensor(truth >= 0)
+    label = torch.where(known, torch.as_tensor(truth, dtype=selection.label.dtype).clamp_min(0), selection.label)
+    return replace(selection, label=label, accepted=selection.accepted & known)
 
 
 def pseudo_label_stats(label: np.ndarray, accepted: np.ndarray, truth: np.ndarray | None) -> dict[str, Any]:
@@ -114,6 +146,7 @@ def write_pseudo_labels(path: Path, pl: PseudoLabels, config: Config, inputs: li
     )
     attrs = {
         "theta": pl.rule.theta,
+        "oracle": pl.rule.oracle,
         "tau": float("nan") if scores is None else scores.tau,
         "source": pl.rule.source.value,
         "round": pl.round,
@@ -135,6 +168,9 @@ def write_pseudo_labels(path: Path, pl: PseudoLabels, config: Config, inputs: li
             "accepted": pl.selection.accepted,
             "novel": pl.selection.novel,
             "max_alignability": max_alignability,
+            "uncertainty": pl.selection.uncertainty
+            if pl.selection.uncertainty is not None
+            else torch.full((len(pl.video_ids),), float("nan")),
             "truth": pl.truth,
             "class_alignability": scores.class_alignability if scores is not None else nan,
             "class_logits": scores.class_logits if scores is not None else nan,
@@ -159,7 +195,7 @@ def read_pseudo_labels(path: str | Path) -> dict[str, Any]:
         "label": data["label"],
         "accepted": data["accepted"],
         "attrs": attrs,
-        **{k: data[k] for k in ("max_alignability", "truth", "novel") if k in data},
+        **{k: data[k] for k in ("max_alignability", "truth", "novel", "uncertainty") if k in data},
     }
 
 

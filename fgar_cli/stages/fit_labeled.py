@@ -54,7 +54,7 @@ def fit_labeled(cfg: FitLabeledConfig) -> dict[str, Any]:
     data = load_run_data(cfg.data, cfg.run)
     ids = data.split.labeled
     if not ids:
-        raise FgarError(f"{cfg.data.split}: the labeled split is empty")
+        raise FgarError(f"{cfg.data.split}: the labeled split is empty (a --fraction 0 split is for pretraining)")
     labels = data.labels(ids)
     if min(labels.values()) < 0:
         raise FgarError(f"{cfg.data.split}: labeled clips must belong to the known classes")

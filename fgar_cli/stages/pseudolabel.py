@@ -30,7 +30,7 @@ from fgar_cli.method.gallery import (
     save_gallery,
     score_queries,
 )
-from fgar_cli.method.pseudolabels import PseudoLabels, select_pseudo_labels, write_pseudo_labels
+from fgar_cli.method.pseudolabels import PseudoLabels, select_pseudo_labels, with_true_labels, write_pseudo_labels
 from fgar_cli.runtime import resolve_device, seed_everything
 
 
@@ -54,7 +54,8 @@ def pseudo_label(
     clip, device = encoders.action.recipe.clip, encoders.device
     model_a = encoders.alignability.model if encoders.alignability is not None else None
     loader = inference_loader(data.clips(ids, clip, ClipMode.TEST), run.inference_batch_size)
-    out = run_encoders(loader, device, "unlabeled clips", encoders.action.model, model_a)
+    mc_passes = rule.mc_passes if rule.source == Source.UNCERTAINTY else 0
+    out = run_encoders(loader, device, "unlabeled clips", encoders.action.model, model_a, mc_passes, run.seed + round_)
     assert out.probs is not None
     p_E, valid = out.probs[:, 0], out.valid
     scores = None
@@ -70,9 +71,13 @@ def pseudo_label(
         scores.class_alignability if scores is not None else None,
         rule,
         novel_threshold,
+        out.mc_probs[:, 0].nan_to_num(1.0 / data.num_classes) if out.mc_probs is not None else None,
     )
     selection.accepted &= valid  # a clip that could not be read is never pseudo-labeled
-    pl = PseudoLabels(ids, p_E, scores, selection, data.truth(ids), data.class_names, rule, round_, novel_threshold)
+    truth = data.truth(ids)
+    if rule.oracle:
+        selection = with_true_labels(selection, truth, str(data.paths.split))
+    pl = PseudoLabels(ids, p_E, scores, selection, truth, data.class_names, rule, round_, novel_threshold)
     return pl, gallery
 
 
@@ -87,7 +92,7 @@ def write_pass(folder: Path, pl: PseudoLabels, gallery: Gallery | None, config: 
 def run_pseudolabel(cfg: PseudoLabelConfig) -> dict[str, Any]:
     """`fgar pseudolabel`: data and split default to those stored in the f_E checkpoint."""
     seed_everything(cfg.run.seed)
-    encoders = load_encoders(cfg.ckpt_e, cfg.ckpt_a, need_alignability=cfg.pseudo_labeling.source != Source.ACTION)
+    encoders = load_encoders(cfg.ckpt_e, cfg.ckpt_a, need_alignability=cfg.pseudo_labeling.source.needs_alignability)
     data = load_run_data(encoders.data_paths(cfg.data), cfg.run)
     encoders.check_data(data)
     if encoders.alignability is not None:

@@ -7,8 +7,10 @@
 
 Choices where the paper is silent (docs/METHOD.md): the gallery is the truly labeled set only, so
 pseudo-labels never vouch for themselves; training continues from the previous round's weights
-with a fresh optimizer. With `--source action` (confidence-only pseudo-labeling) f_A takes no part
-and is not trained.
+with a fresh optimizer. With `--source action` (confidence-only pseudo-labeling) or `uncertainty`
+(UPS) f_A takes no part and is not trained. `--source none` is the compute-matched control: no
+pseudo-label, the same rounds of epochs on D_l alone (f_A too when it is given).
+`alignability_epochs` 0 keeps f_A as it was given (Table 5 row c: no metric learning).
 
 Each round lives in its folder round_K/: pseudo.h5, E.pt, A.pt, and the `_last` checkpoints of the
 epoch in progress. Resuming is a matter of that folder: with `--resume` a step whose file is there
@@ -52,8 +54,11 @@ def selftrain(cfg: SelfTrainConfig, novel_threshold: float | None = None) -> dic
     """Algorithm 1, lines 18-31. Open world (`fgar openworld`): clips whose best class alignability is
     below `novel_threshold` are never pseudo-labeled."""
     seed_everything(cfg.run.seed)
-    train_a = cfg.pseudo_labeling.source != Source.ACTION
-    encoders = load_encoders(cfg.ckpt_e, cfg.ckpt_a, need_alignability=train_a or novel_threshold is not None)
+    source = cfg.pseudo_labeling.source
+    need_a = source.needs_alignability or novel_threshold is not None
+    encoders = load_encoders(cfg.ckpt_e, cfg.ckpt_a, need_alignability=need_a)
+    # f_A is retrained when the rule reads it, and in the compute-matched control when it is given
+    train_a = encoders.alignability is not None and not source.uses_action_only and cfg.alignability_epochs != 0
     data = load_run_data(encoders.data_paths(cfg.data), cfg.run)
     encoders.check_data(data)
     if not data.split.unlabeled:
@@ -95,7 +100,8 @@ def selftrain(cfg: SelfTrainConfig, novel_threshold: float | None = None) -> dic
             CheckpointRecord(data.class_names, recipe_e, config, extra),
             f"round {r} f_E",
         )
-        if train_a and encoders.alignability is not None:
+        if train_a:
+            assert encoders.alignability is not None and recipe_a is not None
             trainer.alignability(
                 encoders.alignability.model,
                 dataset,
@@ -119,7 +125,8 @@ def round_recipes(
     if encoders.alignability is None:
         return recipe_e, None
     stored_a = encoders.alignability.recipe
-    training_a = stored_a.training.model_copy(update={"epochs": cfg.epochs, "lr": cfg.lr_a or stored_a.training.lr})
+    epochs_a = cfg.epochs if cfg.alignability_epochs is None else cfg.alignability_epochs
+    training_a = stored_a.training.model_copy(update={"epochs": epochs_a, "lr": cfg.lr_a or stored_a.training.lr})
     return recipe_e, stored_a.model_copy(update={"data": data.paths, "training": training_a})
 
 
@@ -136,6 +143,8 @@ def round_pseudo_labels(
     if not remaining:
         console.print(f"round {round_}: every unlabeled clip is pseudo-labeled already")
         return {}
+    if cfg.pseudo_labeling.source == Source.NONE:
+        return {}  # the compute-matched control: nothing to score
     path = folder / "pseudo.h5"
     if cfg.resume and path.exists():
         console.print(f"round {round_}: reusing {path}")
@@ -183,7 +192,7 @@ def finish(
     """The last round's encoders become the run's E.pt and A.pt; selftrain.json sums the run up."""
     last = out / f"round_{cfg.rounds}"
     atomic_copy(last / "E.pt", out / "E.pt")
-    if train_a and encoders.alignability is not None:
+    if train_a:
         atomic_copy(last / "A.pt", out / "A.pt")
     elif cfg.ckpt_a:
         atomic_copy(cfg.ckpt_a, out / "A.pt")
