@@ -15,6 +15,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from fgar_cli.config import Config, Source
+from fgar_cli.data.splits import labeled_count
 
 # Generator seeds used while developing fgar: 0 is the demo's, 1 chose theta and the TCLR settings,
 # 5 the model and precision changes (docs/RESULTS.md, docs/PERFORMANCE.md). Never reported.
@@ -48,7 +49,7 @@ class Scale(Config):
 
     def labeled_per_class(self, fraction: float) -> int:
         """Labeled clips of each class at `fraction` (as `fgar data split` rounds it)."""
-        return min(self.train_per_class, max(1, int(fraction * self.train_per_class + 0.5)))
+        return labeled_count(fraction, self.train_per_class)
 
     @property
     def videos_per_class(self) -> int:

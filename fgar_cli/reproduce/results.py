@@ -77,16 +77,13 @@ def ranking_accuracy(pseudo_h5: Path, counts: list[int]) -> dict[int, float]:
     equal quantity (the paper compares them at one theta, where the counts differ)."""
     data, attrs = read_h5(pseudo_h5, PSEUDO_SCHEMA, PSEUDO_VERSION, {"label": (1, "i"), "confidence": (1, "f")})
     source = Source(attrs["source"])
+    rule = json.loads(attrs["config"])["pseudo_labeling"]  # every fgar artifact records its config
     confidence, label, truth = data["confidence"], data["label"], data["truth"]
     passes = np.ones(len(label), dtype=bool)
     if source == Source.VERIFY:
-        threshold = json.loads(attrs["config"])["pseudo_labeling"]["verify_threshold"] if "config" in attrs else 0.6
-        passes = np.take_along_axis(data["class_alignability"], label[:, None], 1)[:, 0] > threshold
+        passes = np.take_along_axis(data["class_alignability"], label[:, None], 1)[:, 0] > rule["verify_threshold"]
     elif source == Source.UNCERTAINTY:
-        threshold = (
-            json.loads(attrs["config"])["pseudo_labeling"]["uncertainty_threshold"] if "config" in attrs else 0.05
-        )
-        passes = data["uncertainty"] < threshold
+        passes = data["uncertainty"] < rule["uncertainty_threshold"]
     order = np.lexsort((-confidence, ~passes))  # passing clips first, then by confidence
     right = label[order] == truth[order]
     return {n: float(right[:n].mean()) if 0 < n <= len(right) else math.nan for n in counts}
