@@ -9,7 +9,7 @@ DEMO   ?= demo
 # torch/torchvision pair known to work together; users with a GPU may install their own first.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test demo lint bench clean-demo table1 table4 table5 table6 fig1c tables
+.PHONY: setup test demo lint bench clean-demo table1 table4 table5 table6 fig1c tables motion
 
 setup: $(STAMP)
 
@@ -38,6 +38,12 @@ REPRO_ARGS = $(if $(QUICK),--quick) $(if $(SYNTH_SEEDS),--synth-seeds "$(SYNTH_S
 
 table1 table4 table5 table6 fig1c tables: setup
 	$(BIN)/fgar reproduce $@ $(REPRO_ARGS)
+
+# Real recorded motion (issue 12): supervised, PL and FinePseudo on the UEA/UCR PickupGestureWiimoteZ
+# gestures that the aeon wheel ships, over 3 label splits (examples/motion.sh; MOTION: its run folder).
+MOTION ?= runs/motion
+motion: setup
+	PATH="$(abspath $(BIN)):$$PATH" bash examples/motion.sh $(MOTION)
 
 bench: setup
 	$(BIN)/python benchmarks/softdtw.py

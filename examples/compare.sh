@@ -8,7 +8,9 @@
 # Diving48_V2_train.json, Diving48_V2_test.json, Diving48_vocab.json and rgb/*.mp4, the real dataset
 # or `fgar synth --out-dir DATA_DIR`; folder: DATA_DIR/<class>/<video> plus DATA_DIR/unlabeled/; list:
 # ANNOTATIONS names the list files, space-separated). TEST_FRACTION holds out that share of each class
-# as the test set, for data without one. CONFIG (default examples/demo.yaml) holds the options of
+# as the test set, for data without one. FORMAT=ts reads a UEA/UCR folder (NAME_TRAIN.ts, NAME_TEST.ts)
+# and FORMAT=npz a folder of .npy/.npz sequences with ANNOTATIONS=its CSV (docs/DATA.md); both default
+# CONFIG to examples/sequences.yaml. CONFIG (default examples/demo.yaml) holds the options of
 # each stage. Every step writes files into RUN_DIR and is skipped when its result is
 # already there, so a rerun after an interruption continues where it stopped.
 # Environment: FRACTION (labeled fraction, default 0.1), SEED (split seed, default 0), INIT_E (weights
@@ -23,10 +25,14 @@ if [ $# -lt 2 ]; then
 fi
 DATA=$1
 RUN=$2
-CONFIG=${3:-$(dirname "$0")/demo.yaml}
+FORMAT=${FORMAT:-diving48}
+case "$FORMAT" in
+  ts | npz) DEFAULT_CONFIG=$(dirname "$0")/sequences.yaml ;;  # sequence indexes: tcn f_E, mlp f_A
+  *) DEFAULT_CONFIG=$(dirname "$0")/demo.yaml ;;
+esac
+CONFIG=${3:-$DEFAULT_CONFIG}
 FRACTION=${FRACTION:-0.1}
 SEED=${SEED:-0}
-FORMAT=${FORMAT:-diving48}
 INDEX_ARGS=()
 for file in ${ANNOTATIONS:-}; do INDEX_ARGS+=(--annotations "$file"); done
 SPLIT_ARGS=()

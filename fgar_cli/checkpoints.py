@@ -276,6 +276,9 @@ class Encoders:
         return DataPaths(index=given.index or stored.index, split=given.split or stored.split)
 
     def check_data(self, data: RunData) -> None:
+        for checkpoint in (self.action, self.alignability):
+            if checkpoint is not None:
+                check_model_input(checkpoint.model.config, data.index.input_dim, data.paths.index, checkpoint.path)
         if self.class_names != data.class_names:
             raise FgarError(
                 f"{self.action.path}: the checkpoint's {len(self.class_names)} classes differ from the "
@@ -308,3 +311,12 @@ def load_encoders(ckpt_e: str | None, ckpt_a: str | None, need_alignability: boo
             f"{len(action.class_names)} classes of {ckpt_e}"
         )
     return Encoders(action, alignability)
+
+
+def check_model_input(
+    config: ActionEncoderConfig | AlignabilityEncoderConfig, input_dim: int, index_path: str | None, source: str
+) -> None:
+    """A checkpoint's model reads what the index holds: video, or sequences of the same step size."""
+    if config.input_dim != input_dim:
+        what = lambda dim: f"sequences of {dim} values per step" if dim else "video"  # noqa: E731
+        raise FgarError(f"{source}: the model reads {what(config.input_dim)}, but {index_path} holds {what(input_dim)}")

@@ -14,7 +14,7 @@ import sys
 import typer
 
 from fgar_cli import __version__, interrupts, runlog
-from fgar_cli.commands import config_cmd, data, report, reproduce, stages, summary, synth
+from fgar_cli.commands import config_cmd, data, features, report, reproduce, stages, summary, synth
 from fgar_cli.errors import FgarError
 from fgar_cli.interrupts import Interrupted
 
@@ -43,6 +43,7 @@ def _root(
 
 
 app.command("synth", epilog=synth.SYNTH_EPILOG)(synth.synth_command)
+data.data_app.command("features", epilog=features.FEATURES_EPILOG)(features.features_command)
 app.add_typer(data.data_app, name="data")
 app.add_typer(config_cmd.config_app, name="config")
 app.command("pretrain")(stages.pretrain)

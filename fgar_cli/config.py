@@ -76,11 +76,21 @@ class ActionArch(StrEnum):
     R2PLUS1D_18 = "r2plus1d_18"
     R3D_18 = "r3d_18"
     SMALL3D = "small3d"  # ours: a small 3D CNN that trains on a laptop CPU
+    TCN = "tcn"  # ours, for sequence indexes (features, poses, sensors): a dilated temporal CNN
+
+    @property
+    def for_sequences(self) -> bool:
+        return self == ActionArch.TCN
 
 
 class FrameBackbone(StrEnum):
     SMALL2D = "small2d"  # ours: a small 2D CNN for CPU runs
     RESNET18 = "resnet18"
+    MLP = "mlp"  # for sequence indexes: a per-step MLP on each step's vector (VTN minus the 2D CNN)
+
+    @property
+    def for_sequences(self) -> bool:
+        return self == FrameBackbone.MLP
 
 
 class Precision(StrEnum):
@@ -139,6 +149,28 @@ class Augmentation(Config):
         return self != Augmentation()
 
 
+class SequenceAugmentation(Config):
+    """Training-time augmentation of a sequence clip (each step a D-vector: features, keypoints,
+    sensor readings), the usual ones for time series that keep the class (Um et al. 2017): drawn once
+    per clip, on the raw values, before the model's channel normalisation. The defaults change nothing."""
+
+    time_warp: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="smooth random change of speed: the clip is resampled along a monotone warp whose local "
+        "speed stays within [1 - w, 1 + w] of the original",
+    )
+    scale: float = Field(0.0, ge=0, lt=1, description="per-channel gain from U[1 - s, 1 + s]")
+    jitter: float = Field(
+        0.0, ge=0, le=1, description="Gaussian noise on every value, its std this fraction of the clip's channel std"
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self != SequenceAugmentation()
+
+
 class ClipConfig(Config):
     """How clips are cut from a video. Stages after fit-labeled take these from f_E's checkpoint."""
 
@@ -148,6 +180,9 @@ class ClipConfig(Config):
         True, description="random horizontal flips in training (turn off where left/right decides the class)"
     )
     augment: Augmentation = Field(Augmentation(), description="training-time augmentation of f_E's and f_A's clips")
+    sequence_augment: SequenceAugmentation = Field(
+        SequenceAugmentation(), description="training-time augmentation of sequence clips (sequence indexes only)"
+    )
 
 
 class DataPaths(Config):
@@ -169,12 +204,15 @@ class RunConfig(Config):
 
 
 class ActionEncoderConfig(Config):
-    """f_E's architecture: a video CNN with dropout and a linear classifier."""
+    """f_E's architecture: a video CNN (or, on sequence indexes, a temporal CNN) with dropout and a
+    linear classifier."""
 
     arch: ActionArch = Field(ActionArch.R2PLUS1D_18, description="video CNN trunk")
     bgr: bool = Field(False, description="the init weights expect BGR input (channels are reversed)")
     dropout: float = Field(0.5, ge=0, lt=1, description="dropout before the classifier")
-    width: int | None = Field(None, ge=4, description="small3d only: channels of the first block (default 16)")
+    width: int | None = Field(
+        None, ge=4, description="small3d: channels of the first block (default 16); tcn: channels (default 64)"
+    )
     temporal_stem: bool = Field(
         False, description="small3d only: the first block convolves time too (3x3x3), not space alone (1x3x3)"
     )
@@ -186,13 +224,22 @@ class ActionEncoderConfig(Config):
     raw_input: bool = Field(
         False, description="the init weights expect frames in [0, 1] without mean/std normalisation (TCLR)"
     )
+    input_dim: int = Field(
+        0, ge=0, description="tcn: size D of each step's vector, set from the dataset index (0: video)"
+    )
 
 
 class AlignabilityEncoderConfig(Config):
-    """f_A's architecture (VTN style): a 2D CNN per frame, a temporal transformer, a per-frame projection."""
+    """f_A's architecture (VTN style): a 2D CNN per frame (on sequence indexes an MLP per step), a
+    temporal transformer, a per-frame projection."""
 
     backbone: FrameBackbone = Field(FrameBackbone.SMALL2D, description="per-frame 2D CNN")
-    width: int | None = Field(None, ge=4, description="small2d only: channels of the first block (default 16)")
+    width: int | None = Field(
+        None, ge=4, description="small2d: channels of the first block (default 16); mlp: hidden size (default 128)"
+    )
+    input_dim: int = Field(
+        0, ge=0, description="mlp: size D of each step's vector, set from the dataset index (0: video)"
+    )
     feature_dim: int = Field(128, ge=8, description="size of each frame's embedding, F")
     hidden_dim: int = Field(128, ge=8, description="width of the temporal transformer")
     depth: int = Field(2, ge=1, description="transformer layers")

@@ -58,7 +58,7 @@ def run_encoders(
             if batch is None:
                 continue
             clips = to_device(batch, device)["video"]
-            views = clips.dim() == 6  # (B, V, T, 3, H, W)
+            views = getattr(loader.dataset, "num_views", 1) > 1  # (B, V, T, 3, H, W) or, sequences, (B, V, T, D)
             flat = clips.flatten(0, 1) if views else clips
             idx = batch["index"]
             outputs: dict[str, Tensor] = {}

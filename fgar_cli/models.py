@@ -2,7 +2,10 @@
 
 Every model takes clips shaped (B, T, 3, H, W), already normalised, and keeps the typed config it
 was built from (`model.config`), so a checkpoint can rebuild it without pickled code
-(`fgar_cli.checkpoints`).
+(`fgar_cli.checkpoints`). On sequence indexes (per-step vectors: frozen-backbone features, keypoints,
+sensor streams) clips are (B, T, D) raw values, NaN where missing: f_E's trunk is a temporal CNN
+(`tcn`), f_A's per-frame CNN is a per-step MLP (`mlp`), and each starts with `InputNorm`, the
+training split's per-channel mean and std, kept as buffers so that a checkpoint carries them.
 
 No builder ever downloads weights: torchvision models are built with `weights=None`, and pretrained
 weights for f_E come from a local file (`init`).
@@ -35,6 +38,16 @@ SMALL3D_WIDTH = 16
 # The same for small2d, for the same reason: its f_A's non-parametric classifier reached 0.651 against
 # 0.551 (+0.100 +- 0.121 over 6 development runs) in 0.6 of the time.
 SMALL2D_WIDTH = 16
+# The sequence models' sizes when the config leaves `width` out: about the size of the video models'
+# features (tcn: 64 channels x 4 steps = 256 per clip; mlp: 128 per step, f_A's hidden width).
+TCN_WIDTH = 64
+MLP_WIDTH = 128
+DEFAULT_WIDTH: dict[ActionArch | FrameBackbone, int] = {
+    ActionArch.SMALL3D: SMALL3D_WIDTH,
+    ActionArch.TCN: TCN_WIDTH,
+    FrameBackbone.SMALL2D: SMALL2D_WIDTH,
+    FrameBackbone.MLP: MLP_WIDTH,
+}
 
 
 class EncoderKind(StrEnum):
@@ -48,9 +61,89 @@ class EncoderKind(StrEnum):
 _STRIP_PREFIXES = ("module.", "backbone.")
 
 
-def _check_clip(x: Tensor, who: str) -> None:
-    if x.dim() != 5 or x.shape[2] != 3:
+def _check_clip(x: Tensor, who: str, input_dim: int = 0) -> None:
+    if input_dim and (x.dim() != 3 or x.shape[2] != input_dim):
+        raise ValueError(f"{who}: expected sequence clips shaped (B, T, {input_dim}), got {tuple(x.shape)}")
+    if not input_dim and (x.dim() != 5 or x.shape[2] != 3):
         raise ValueError(f"{who}: expected clips shaped (B, T, 3, H, W), got {tuple(x.shape)}")
+
+
+# --------------------------------------------------------------------------- sequence inputs
+
+
+class InputNorm(nn.Module):
+    """Per-channel standardisation of sequence clips (B, T, D) with statistics of the training split
+    (`set_input_stats`); a missing value (NaN: a gap, or a channel never observed) becomes 0, the
+    channel's mean, so it adds nothing to a convolution or a linear layer. The statistics are buffers:
+    a checkpoint carries them, and a model started from pretrained weights keeps the ones it learned on.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.nan_to_num((x - self.mean) / self.std, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def set_input_stats(model: nn.Module, mean: Tensor, std: Tensor) -> None:
+    """Set every InputNorm of `model` to these per-channel statistics (D,)."""
+    for norm in model.modules():
+        if isinstance(norm, InputNorm):
+            if norm.mean.shape != mean.shape:
+                raise ValueError(f"input statistics of {tuple(mean.shape)} for a model of {tuple(norm.mean.shape)}")
+            norm.mean.copy_(mean)
+            norm.std.copy_(std)
+            norm.fitted.fill_(True)
+
+
+def needs_input_stats(model: nn.Module) -> bool:
+    """The model reads sequences and its normalisation was never set (not from pretrained weights either)."""
+    return any(isinstance(m, InputNorm) and not bool(m.fitted) for m in model.modules())
+
+
+def _temporal_block(channels: int, dilation: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv1d(channels, channels, 3, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm1d(channels),
+        nn.ReLU(inplace=True),
+        nn.Conv1d(channels, channels, 3, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm1d(channels),
+    )
+
+
+class SequenceTCN(nn.Module):
+    """f_E's trunk on sequences: InputNorm, a 1 x 1 stem, then residual blocks of two dilated 3-tap
+    convolutions (dilations 1, 2, 4, 8: each output step sees 61 steps around it), and the pool.
+
+    Time keeps its full rate through the blocks (no striding: a clip of 16-32 steps is short already),
+    and the pool keeps 4 time steps for the same reason Small3D's does: the order of the phases is
+    what tells fine-grained classes apart, and a global average over time would throw it away.
+    """
+
+    POOL = 4
+    DILATIONS = (1, 2, 4, 8)
+
+    def __init__(self, input_dim: int, width: int) -> None:
+        super().__init__()
+        self.norm = InputNorm(input_dim)
+        self.stem = nn.Sequential(nn.Conv1d(input_dim, width, 1, bias=False), nn.BatchNorm1d(width), nn.ReLU())
+        self.blocks = nn.ModuleList(_temporal_block(width, d) for d in self.DILATIONS)
+        self.pool = nn.AdaptiveAvgPool1d(self.POOL)
+        self.channels = width
+        self.out_dim = width * self.POOL
+
+    def time_map(self, x: Tensor) -> Tensor:
+        """(B, T, D) -> (B, width, T), before pooling."""
+        h = self.stem(self.norm(x).transpose(1, 2))
+        for block in self.blocks:
+            h = F.relu(h + block(h))
+        return h
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.time_map(x)).flatten(1)
 
 
 # --------------------------------------------------------------------------- f_E: action encoder
@@ -111,6 +204,9 @@ def _video_trunk(config: ActionEncoderConfig) -> tuple[nn.Module, int]:
     if config.arch == ActionArch.SMALL3D:
         trunk = Small3D(config.width or SMALL3D_WIDTH, config.temporal_stem)
         return trunk, trunk.out_dim
+    if config.arch == ActionArch.TCN:
+        tcn = SequenceTCN(config.input_dim, config.width or TCN_WIDTH)
+        return tcn, tcn.out_dim
     import torchvision.models.video  # here, not at the top: importing torchvision costs ~1.8 s (torch._dynamo)
 
     builder = getattr(torchvision.models.video, config.arch.value)
@@ -132,16 +228,22 @@ def _dilate_layer4(trunk: nn.Module) -> None:
     block.downsample[0] = nn.Conv3d(256, 512, 1, stride=(1, 2, 2), bias=False)
 
 
-def _trunk_feature_map(trunk: nn.Module, x: Tensor) -> Tensor:
-    """The trunk's last feature map (B, C, T', H', W') before pooling, for clips (B, 3, T, H, W)."""
+def _trunk_time_map(trunk: nn.Module, x: Tensor) -> Tensor:
+    """The trunk's last feature map averaged over space, (B, C, T'), before pooling, for what the
+    trunk reads (`_trunk_input`)."""
+    if isinstance(trunk, SequenceTCN):
+        return trunk.time_map(x)
     if isinstance(trunk, Small3D):
-        return trunk.feature_map(x)
+        return trunk.feature_map(x).mean((3, 4))
     x = trunk.stem(x)  # torchvision's VideoResNet
-    return trunk.layer4(trunk.layer3(trunk.layer2(trunk.layer1(x))))
+    return trunk.layer4(trunk.layer3(trunk.layer2(trunk.layer1(x)))).mean((3, 4))
 
 
 def _trunk_input(config: ActionEncoderConfig, x: Tensor) -> Tensor:
-    """Normalised clips (B, T, 3, H, W) -> what the trunk reads: (B, 3, T, H, W), channels-last."""
+    """Normalised clips (B, T, 3, H, W) -> what the trunk reads: (B, 3, T, H, W), channels-last.
+    Sequence clips (B, T, D) go to the trunk as they are (it normalises them itself)."""
+    if config.arch.for_sequences:
+        return x
     if config.raw_input:  # weights trained on [0, 1] frames: undo the data pipeline's normalisation
         x = x * x.new_tensor(KINETICS_STD).view(3, 1, 1) + x.new_tensor(KINETICS_MEAN).view(3, 1, 1)
     if config.bgr:  # weights trained on BGR frames (OpenCV-decoded) expect the channels reversed
@@ -152,10 +254,45 @@ def _trunk_input(config: ActionEncoderConfig, x: Tensor) -> Tensor:
 
 
 def _check_action_config(config: ActionEncoderConfig) -> None:
-    if (config.width is not None or config.temporal_stem) and config.arch != ActionArch.SMALL3D:
-        raise FgarError(f"action encoder: width and temporal_stem shape small3d only, not {config.arch.value}")
-    if config.dilated_layer4 and config.arch == ActionArch.SMALL3D:
-        raise FgarError("action encoder: dilated_layer4 changes r3d_18 and r2plus1d_18 only, not small3d")
+    arch = config.arch
+    if config.width is not None and arch not in (ActionArch.SMALL3D, ActionArch.TCN):
+        raise FgarError(f"action encoder: width shapes small3d and tcn only, not {arch.value}")
+    if config.temporal_stem and arch != ActionArch.SMALL3D:
+        raise FgarError(f"action encoder: temporal_stem shapes small3d only, not {arch.value}")
+    if config.dilated_layer4 and arch in (ActionArch.SMALL3D, ActionArch.TCN):
+        raise FgarError(f"action encoder: dilated_layer4 changes r3d_18 and r2plus1d_18 only, not {arch.value}")
+    if arch.for_sequences and (config.bgr or config.raw_input):
+        raise FgarError(f"action encoder: bgr and raw_input describe video frames, not {arch.value}'s sequences")
+    if arch.for_sequences != (config.input_dim > 0):
+        raise FgarError(
+            f"action encoder: {arch.value} needs input_dim > 0 (the index's step size)"
+            if arch.for_sequences
+            else f"action encoder: {arch.value} reads video, not sequences of {config.input_dim} values"
+        )
+
+
+def action_config_for(config: ActionEncoderConfig, input_dim: int, index_path: str) -> ActionEncoderConfig:
+    """f_E's config for the data of `index_path` (`input_dim` its step size D, 0 for video): a sequence
+    index needs tcn, a video index a video CNN, and a model built for one D cannot read another."""
+    _check_input_kind(
+        config.arch.value, config.arch.for_sequences, config.input_dim, input_dim, index_path, "f_E", "tcn"
+    )
+    return config.model_copy(update={"input_dim": input_dim})
+
+
+def _check_input_kind(
+    name: str, for_sequences: bool, built_dim: int, input_dim: int, index_path: str, who: str, sequence_name: str
+) -> None:
+    option = "--arch-e" if who == "f_E" else "--backbone-a"
+    if input_dim and not for_sequences:
+        raise FgarError(
+            f"{index_path}: a sequence index ({input_dim} values per step) needs {who}'s {sequence_name}, "
+            f"not {name} ({option} {sequence_name}; examples/sequences.yaml sets both encoders)"
+        )
+    if not input_dim and for_sequences:
+        raise FgarError(f"{index_path}: a video index, but {who}'s {name} reads sequences (pick a video {option})")
+    if built_dim and built_dim != input_dim:
+        raise FgarError(f"{index_path}: steps of {input_dim} values, but {who} was built for {built_dim}")
 
 
 class ActionEncoder(nn.Module):
@@ -165,8 +302,10 @@ class ActionEncoder(nn.Module):
 
     def __init__(self, config: ActionEncoderConfig, num_classes: int) -> None:
         super().__init__()
-        if config.arch == ActionArch.SMALL3D and config.width is None:  # a checkpoint records the width itself,
-            config = config.model_copy(update={"width": SMALL3D_WIDTH})  # so a later default cannot change it
+        if config.width is None and config.arch in DEFAULT_WIDTH:  # a checkpoint records the width itself,
+            config = config.model_copy(
+                update={"width": DEFAULT_WIDTH[config.arch]}
+            )  # so a later default cannot change it
         self.config = config
         self.num_classes = num_classes
         self.backbone, self.feature_dim = _video_trunk(config)
@@ -176,8 +315,8 @@ class ActionEncoder(nn.Module):
         self.init_report: InitReport | None = None
 
     def features(self, x: Tensor) -> Tensor:
-        """Pooled clip embedding (B, feature_dim) for clips (B, T, 3, H, W)."""
-        _check_clip(x, "action encoder")
+        """Pooled clip embedding (B, feature_dim) for clips (B, T, 3, H, W) or sequences (B, T, D)."""
+        _check_clip(x, "action encoder", self.config.input_dim)
         return self.backbone(_trunk_input(self.config, x))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -227,25 +366,26 @@ class PretrainedActionEncoder(nn.Module):
 
     def __init__(self, config: ActionEncoderConfig, projection_dim: int = 128) -> None:
         super().__init__()
-        if config.arch == ActionArch.SMALL3D and config.width is None:  # see ActionEncoder
-            config = config.model_copy(update={"width": SMALL3D_WIDTH})
+        if config.width is None and config.arch in DEFAULT_WIDTH:  # see ActionEncoder
+            config = config.model_copy(update={"width": DEFAULT_WIDTH[config.arch]})
         self.config = config
         self.backbone, pooled_dim = _video_trunk(config)
         self.backbone.to(memory_format=torch.channels_last_3d)
         # torchvision's trunks pool their last map to one vector, so its size is the map's channels
-        channels = self.backbone.channels if isinstance(self.backbone, Small3D) else pooled_dim
+        channels = self.backbone.channels if isinstance(self.backbone, Small3D | SequenceTCN) else pooled_dim
         self.head = ProjectionHead(channels, projection_dim)
 
     def forward(self, x: Tensor, steps: int) -> tuple[Tensor, Tensor]:
-        _check_clip(x, "action encoder")
-        time_map = _trunk_feature_map(self.backbone, _trunk_input(self.config, x)).mean((3, 4))  # (B, C, T')
+        _check_clip(x, "action encoder", self.config.input_dim)
+        time_map = _trunk_time_map(self.backbone, _trunk_input(self.config, x))  # (B, C, T')
         if time_map.shape[-1] < steps:
             raise FgarError(
                 f"action encoder: {x.shape[1]} frames leave {time_map.shape[-1]} time steps in the trunk's "
                 f"last map, fewer than the {steps} local clips (use more frames or fewer local clips"
                 + (
                     ", or --dilated-layer4)"
-                    if self.config.arch != ActionArch.SMALL3D and not self.config.dilated_layer4
+                    if self.config.arch in (ActionArch.R3D_18, ActionArch.R2PLUS1D_18)
+                    and not self.config.dilated_layer4
                     else ")"
                 )
             )
@@ -489,8 +629,17 @@ def _conv2d_block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-def _frame_backbone(name: FrameBackbone, width: int) -> tuple[nn.Module, int]:
-    """A per-frame 2D CNN without classifier, and its feature size; `width` sizes small2d."""
+def _frame_backbone(name: FrameBackbone, width: int | None, input_dim: int = 0) -> tuple[nn.Module, int]:
+    """A per-frame 2D CNN without classifier (or, for sequences, a per-step MLP), and its feature
+    size; `width` sizes small2d and mlp."""
+    if name == FrameBackbone.MLP:
+        # Two layers, so that a step's vector is mixed across channels before the transformer sees
+        # time: keypoints and sensor axes mean little one by one.
+        hidden = width or MLP_WIDTH
+        mlp = nn.Sequential(
+            InputNorm(input_dim), nn.Linear(input_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU()
+        )
+        return mlp, hidden
     if name == FrameBackbone.RESNET18:
         import torchvision.models  # imported when needed: see _video_trunk
 
@@ -501,7 +650,7 @@ def _frame_backbone(name: FrameBackbone, width: int) -> tuple[nn.Module, int]:
     # small2d keeps a coarse 4 x 4 map instead of pooling space away: a frame's phase is the body's
     # pose, its spatial layout, which a global average of local features barely sees (the embedded
     # benchmark is built so that such "bag of appearance" features stay near chance).
-    w = width
+    w = width or SMALL2D_WIDTH
     net = nn.Sequential(
         _conv2d_block(3, w),
         _conv2d_block(w, 2 * w),
@@ -524,12 +673,12 @@ class AlignabilityEncoder(nn.Module):
 
     def __init__(self, config: AlignabilityEncoderConfig) -> None:
         super().__init__()
-        if config.backbone == FrameBackbone.SMALL2D and config.width is None:  # see ActionEncoder
-            config = config.model_copy(update={"width": SMALL2D_WIDTH})
+        if config.width is None and config.backbone in DEFAULT_WIDTH:  # see ActionEncoder
+            config = config.model_copy(update={"width": DEFAULT_WIDTH[config.backbone]})
         self.config = config
         hidden_dim = config.hidden_dim
         self.max_frames = config.max_frames
-        self.backbone, backbone_dim = _frame_backbone(config.backbone, config.width or SMALL2D_WIDTH)
+        self.backbone, backbone_dim = _frame_backbone(config.backbone, config.width, config.input_dim)
         self.backbone.to(memory_format=torch.channels_last)
         self.input_proj = nn.Linear(backbone_dim, hidden_dim)
         self.time_embed = nn.Parameter(torch.zeros(1, config.max_frames, hidden_dim))
@@ -554,29 +703,43 @@ class AlignabilityEncoder(nn.Module):
         self.score_head = ScoreHead(config.score_init_distance, config.score_init_slope)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_clip(x, "alignability encoder")
+        _check_clip(x, "alignability encoder", self.config.input_dim)
         B, T = x.shape[:2]
         if T > self.max_frames:
             raise FgarError(
                 f"alignability encoder: clips have {T} frames but the model was built for at most "
                 f"{self.max_frames} (max_frames); use fewer frames or a model with a larger max_frames"
             )
-        frames = x.reshape(B * T, *x.shape[2:]).contiguous(memory_format=torch.channels_last)  # see ActionEncoder
+        frames = x.reshape(B * T, *x.shape[2:])
+        if frames.dim() == 4:  # video frames: channels-last, see ActionEncoder
+            frames = frames.contiguous(memory_format=torch.channels_last)
         frames = self.backbone(frames).reshape(B, T, -1)
         h = self.embed_dropout(self.input_proj(frames) + self.time_embed[:, :T])
         h = self.temporal(h)
         return F.normalize(self.head(h), dim=-1)
 
 
-def alignability_config_for(config: AlignabilityEncoderConfig, num_frames: int) -> AlignabilityEncoderConfig:
-    """`config` with a time embedding long enough for clips of `num_frames` frames."""
-    return config.model_copy(update={"max_frames": max(config.max_frames, num_frames)})
+def alignability_config_for(
+    config: AlignabilityEncoderConfig, num_frames: int, input_dim: int = 0, index_path: str = "the index"
+) -> AlignabilityEncoderConfig:
+    """`config` with a time embedding long enough for clips of `num_frames` frames, for the data of
+    `index_path` (`input_dim` its step size D, 0 for video: see `action_config_for`)."""
+    backbone = config.backbone
+    _check_input_kind(backbone.value, backbone.for_sequences, config.input_dim, input_dim, index_path, "f_A", "mlp")
+    return config.model_copy(update={"max_frames": max(config.max_frames, num_frames), "input_dim": input_dim})
 
 
 def build_alignability_encoder(config: AlignabilityEncoderConfig) -> AlignabilityEncoder:
     """Build f_A with its score head f_S."""
-    if config.width is not None and config.backbone != FrameBackbone.SMALL2D:
-        raise FgarError(f"alignability encoder: width sizes small2d only, not {config.backbone.value}")
+    if config.width is not None and config.backbone not in (FrameBackbone.SMALL2D, FrameBackbone.MLP):
+        raise FgarError(f"alignability encoder: width sizes small2d and mlp only, not {config.backbone.value}")
+    if config.backbone.for_sequences != (config.input_dim > 0):
+        raise FgarError(
+            "alignability encoder: mlp needs input_dim > 0 (the index's step size)"
+            if config.backbone.for_sequences
+            else f"alignability encoder: {config.backbone.value} reads video, not sequences of "
+            f"{config.input_dim} values"
+        )
     if config.hidden_dim % config.heads:
         raise FgarError(
             f"alignability encoder: hidden_dim {config.hidden_dim} is not divisible by heads {config.heads}"

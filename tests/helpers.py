@@ -188,3 +188,80 @@ def evil_pickle(path: Path, marker: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps({("ev", 1): [RunsShellCommand(f"touch {marker}")]}))
     return path
+
+
+# --------------------------------------------------------------------------- sequence datasets (ts, npz)
+
+
+def write_ts(
+    path: Path,
+    series: list[list[list[float]]],
+    labels: list[str],
+    class_labels: list[str] | None = None,
+    problem: str = "Toy",
+    dimensions: bool = True,
+    missing: str = "?",
+    header: list[str] | None = None,
+) -> Path:
+    """A UEA/UCR `.ts` file: `series[i]` is case i as a list of dimensions, each a list of values (NaN
+    is written as `missing`). The header says univariate/equalLength from the data; `dimensions=False`
+    leaves out `@dimensions`; `header` replaces the generated header lines (the `@data` line stays)."""
+    dims = {len(case) for case in series}
+    lengths = {len(values) for case in series for values in case}
+    if header is None:
+        header = [
+            f"@problemName {problem}",
+            "@timeStamps false",
+            f"@missing {'true' if any(v != v for case in series for d in case for v in d) else 'false'}",
+            f"@univariate {'true' if dims == {1} else 'false'}",
+            *([f"@dimensions {next(iter(dims))}"] if dimensions and len(dims) == 1 else []),
+            f"@equalLength {'true' if len(lengths) == 1 else 'false'}",
+            *([f"@seriesLength {next(iter(lengths))}"] if len(lengths) == 1 else []),
+            f"@classLabel true {' '.join(class_labels or sorted(set(labels)))}",
+        ]
+
+    def value(v: float) -> str:
+        return missing if v != v else repr(float(v))
+
+    rows = [
+        ":".join(",".join(value(v) for v in values) for values in case) + f":{label}"
+        for case, label in zip(series, labels, strict=True)
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# written by tests/helpers.py\n" + "\n".join([*header, "@data", *rows]) + "\n")
+    return path
+
+
+def write_npz_folder(
+    root: Path,
+    arrays: dict[str, object],
+    labels: dict[str, object],
+    groups: dict[str, str] | None = None,
+    splits: dict[str, str] | None = None,
+    csv_name: str = "sequences.csv",
+) -> Path:
+    """Sequence files under `root` and the CSV `path,label[,group][,split]` that lists them; returns the CSV.
+
+    `arrays` maps a file (relative to root) to its content: an array (`.npy`, or the one array `seq` of
+    an `.npz`), a {name: array} dict (an `.npz` of several), or raw bytes (a broken file). `labels` maps
+    each CSV path (`FILE.npz:NAME` too) to its label, in row order; "" is unlabeled."""
+    for name, content in arrays.items():
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        elif target.suffix == ".npz":
+            members = content if isinstance(content, dict) else {"seq": content}
+            np.savez(target, **members)
+        else:
+            np.save(target, np.asarray(content))
+    columns = ["path", "label"] + (["group"] if groups is not None else []) + (["split"] if splits is not None else [])
+    lines = [",".join(columns)]
+    for path_text, label in labels.items():
+        row = [path_text, str(label)]
+        row += [groups.get(path_text, "")] if groups is not None else []
+        row += [splits.get(path_text, "")] if splits is not None else []
+        lines.append(",".join(row))
+    csv_path = root / csv_name
+    csv_path.write_text("\n".join(lines) + "\n")
+    return csv_path

@@ -72,13 +72,13 @@ def test_torchvision_video_resnets_accept_btchw_clips(arch):
 
 
 def test_unknown_arch_or_argument_is_a_one_line_error():
-    with pytest.raises(FgarError, match="arch: Input should be 'r2plus1d_18', 'r3d_18' or 'small3d'"):
+    with pytest.raises(FgarError, match="arch: Input should be 'r2plus1d_18', 'r3d_18', 'small3d' or 'tcn'"):
         action("resnet50", 5)
     with pytest.raises(FgarError, match="depth: Extra inputs are not permitted"):
         action("small3d", 5, depth=3)
     with pytest.raises(FgarError, match="bgr"):
         action("small3d", 5, bgr="grb")
-    with pytest.raises(FgarError, match="width and temporal_stem shape small3d only"):
+    with pytest.raises(FgarError, match="width shapes small3d and tcn only"):
         action("r3d_18", 5, width=16)
     with pytest.raises(FgarError, match="dropout"):
         action("small3d", 5, dropout=1.5)
@@ -205,7 +205,7 @@ def test_alignability_encoder_with_resnet18_backbone():
 
 
 def test_alignability_builder_checks_its_arguments():
-    with pytest.raises(FgarError, match="backbone: Input should be 'small2d' or 'resnet18'"):
+    with pytest.raises(FgarError, match="backbone: Input should be 'small2d', 'resnet18' or 'mlp'"):
         tiny_alignability(backbone="vit")
     with pytest.raises(FgarError, match="not divisible by heads"):
         tiny_alignability(hidden_dim=30, heads=4)

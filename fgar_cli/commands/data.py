@@ -47,6 +47,8 @@ class DatasetFormat(StrEnum):
     finediving = "finediving"
     list_ = "list"  # trailing underscore: the value is what users type
     folder = "folder"
+    ts = "ts"  # UEA/UCR time series: sequences of D values per step
+    npz = "npz"  # a CSV of .npy/.npz sequences
 
 
 # --------------------------------------------------------------------------- index
@@ -55,7 +57,11 @@ class DatasetFormat(StrEnum):
 @data_app.command(
     "index",
     epilog="Example: fgar data index --format finegym --root /data/gym/clips "
-    "--annotations gym288_train_element_v1.0.txt --annotations gym288_val_element.txt --out gym288.json",
+    "--annotations gym288_train_element_v1.0.txt --annotations gym288_val_element.txt --out gym288.json.  "
+    "Sequences: fgar data index --format ts --root /data/UEA/BasicMotions --out basicmotions.json "
+    "(BasicMotions_TRAIN.ts, BasicMotions_TEST.ts);  "
+    "fgar data index --format npz --root /data/pose --annotations pose.csv --out pose.json "
+    "(a CSV path,label[,group][,split]).",
 )
 def index_command(
     fmt: DatasetFormat = typer.Option(
@@ -72,15 +78,15 @@ def index_command(
         None,
         "--annotations",
         metavar="PATH",
-        help="Annotation folder (diving48, finediving) or list/CSV file (finegym, list); repeatable."
-        + default_note("the dataset's own annotation files under --root"),
+        help="Annotation folder (diving48, finediving, ts) or list/CSV file (finegym, list, npz), or .ts files "
+        "(ts); repeatable." + default_note("the dataset's own annotation files under --root"),
         rich_help_panel="Data",
     ),
     classes: Path | None = typer.Option(
         None,
         "--classes",
         metavar="FILE",
-        help="Class names for list/folder: one per line, or a JSON list / {name: id}."
+        help="Class names for list/folder/npz: one per line, or a JSON list / {name: id}."
         + default_note("the labels found in the annotations"),
         rich_help_panel="Data",
     ),
@@ -93,24 +99,27 @@ def index_command(
     strict: bool = typer.Option(
         False,
         "--strict/--no-strict",
-        help="Fail when any video cannot be read, instead of skipping and listing it.",
+        help="Fail when any video (or sequence file) cannot be read, instead of skipping and listing it.",
         rich_help_panel="Data",
     ),
     out: Path = typer.Option(..., "--out", metavar="FILE", help="Index JSON file to write.", rich_help_panel="Output"),
 ) -> None:
     """Read a dataset's annotations, decode every video to count its frames, write an index.
 
-    Unreadable videos (missing, empty, truncated, no frames in range) are skipped and listed.
+    Unreadable videos (missing, empty, truncated, no frames in range) are skipped and listed. Sequence
+    formats (ts, npz) read each sequence's length and step size instead; bad files are skipped likewise.
     """
     check_output_file(out)  # before every video is opened, not after
     index = read_dataset(fmt.value, root, annotations, classes, allow_outside_root)
-    index = _measure_with_progress(index)
+    if not index.is_sequence:  # sequence adapters measured their entries already: no frames to count
+        index = _measure_with_progress(index)
     for skip in index.skipped:
         console.print(f"skipped {skip['path']}: {skip['reason']}", soft_wrap=True, markup=False)
     if strict and index.skipped:
         first = index.skipped[0]
+        what = "sequences" if index.is_sequence else "videos"
         raise FgarError(
-            f"{first['path']}: {first['reason']} ({len(index.skipped)} unreadable videos; "
+            f"{first['path']}: {first['reason']} ({len(index.skipped)} unreadable {what}; "
             "rerun without --strict to skip them)"
         )
     save_index(index, out)
@@ -125,13 +134,15 @@ def _measure_with_progress(index: DatasetIndex) -> DatasetIndex:
 
 
 def _print_index(index: DatasetIndex, heading: str) -> None:
+    steps = f", {index.input_dim} values per step" if index.is_sequence else ""
     console.print(
-        f"{heading}: {index.format} index, {len(index.class_names)} classes, root {index.root}",
+        f"{heading}: {index.format} index, {len(index.class_names)} classes{steps}, root {index.root}",
         soft_wrap=True,
         markup=False,
     )
     table = Table()
-    for column in ("subset", "videos", "classes", "frames (mean)"):
+    columns = ("sequences", "steps (mean)") if index.is_sequence else ("videos", "frames (mean)")
+    for column in ("subset", columns[0], "classes", columns[1]):
         table.add_column(column, justify="left" if column == "subset" else "right")
     for subset in sorted({e.subset for e in index.entries}):
         entries = index.subset(subset)

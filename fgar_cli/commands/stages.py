@@ -55,7 +55,9 @@ CKPT_A = Opt(
 CKPT_E = Opt(
     "--ckpt-e", "ckpt_e", "Action encoder, E.pt from fit-labeled or selftrain (f_E).", ENCODERS_PANEL, None, "FILE"
 )
-ARCH_E = Opt("--arch-e", "action.arch", "Video CNN of the action encoder (f_E).", ENCODERS_PANEL)
+ARCH_E = Opt(
+    "--arch-e", "action.arch", "Video CNN of the action encoder, or tcn for sequence indexes (f_E).", ENCODERS_PANEL
+)
 THETA = Opt(
     "--theta",
     "pseudo_labeling.theta",
@@ -136,7 +138,7 @@ def print_summary(title: str, summary: dict[str, Any]) -> None:
         Opt(
             "--backbone-a",
             "alignability.backbone",
-            "Per-frame 2D CNN of the alignability encoder (f_A).",
+            "Per-frame 2D CNN of the alignability encoder, or mlp for sequence indexes (f_A).",
             ENCODERS_PANEL,
         ),
         Opt(
@@ -145,7 +147,12 @@ def print_summary(title: str, summary: dict[str, Any]) -> None:
             "Alignability encoder: other videos' frames as negatives too, not only the video's own (GITDL).",
             TRAINING_PANEL,
         ),
-        Opt("--arch-e", "action.arch", "Video CNN of the action encoder, for --encoder action (f_E).", ENCODERS_PANEL),
+        Opt(
+            "--arch-e",
+            "action.arch",
+            "Video CNN of the action encoder (tcn for sequence indexes), for --encoder action (f_E).",
+            ENCODERS_PANEL,
+        ),
         Opt(
             "--dilated-layer4/--standard-layer4",
             "action.dilated_layer4",
@@ -233,6 +240,12 @@ def pretrain(cfg: PretrainConfig) -> None:
             ENCODERS_PANEL,
         ),
         ARCH_E,
+        Opt(
+            "--backbone-a",
+            "alignability.backbone",
+            "Per-frame 2D CNN of the alignability encoder, or mlp for sequence indexes (f_A; --init-a's wins).",
+            ENCODERS_PANEL,
+        ),
         Opt("--epochs-e", "action_training.epochs", "Epochs of action encoder training (f_E).", TRAINING_PANEL),
         Opt(
             "--epochs-a",

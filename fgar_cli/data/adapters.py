@@ -21,11 +21,20 @@ Formats (docs/DATA.md):
   in a folder named `unlabeled` (beside the class folders, or beside train/test) are unlabeled,
   unless `--classes` names a class `unlabeled`.
 
+* ts: UEA/UCR `.ts` files, `NAME_TRAIN.ts` and `NAME_TEST.ts` (either may be missing) in root or the
+  `--annotations` folder, or the `.ts` files given; one entry per case (`NAME_TRAIN_0007`, key = its
+  row), `input_dim` the files' dimensions, class names the @classLabel lists (TRAIN's first).
+* npz: a CSV `path,label[,group][,split]` (header required) of `.npy`/`.npz` files relative to root,
+  each one (T, D) sequence (`FILE.npz:NAME` picks one array of an .npz holding several); labels as in
+  list. The files are read here for T and D: unreadable ones, and any whose D differs from the D of
+  most files, are skipped and listed.
+
 Unlabeled videos get the subset "unlabeled": every split puts them in D_u, never in the labeled or
 test sets.
 
 A list file whose name has a `val`/`test` token gives test entries; any other gives train entries.
 Adapters only read annotations; `measure_entries` then decodes every video to count its frames.
+Sequence adapters (ts, npz) measure their entries themselves: `measure_entries` leaves them alone.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import csv
 import io
 import numbers
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -44,7 +54,7 @@ from fgar_cli.data.safe_pickle import load_pickle
 from fgar_cli.errors import FgarError
 from fgar_cli.files import read_text
 
-FORMATS = ("diving48", "finegym", "finediving", "list", "folder")
+FORMATS = ("diving48", "finegym", "finediving", "list", "folder", "ts", "npz")
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv"}
 _TEST_TOKENS = {"val", "valid", "validation", "test", "testing"}
 UNLABELED = "unlabeled"  # the folder name of unlabeled videos (folder format)
@@ -77,6 +87,10 @@ def read_dataset(
         index = read_lists(root_path, annotations, classes_file)
     elif fmt == "folder":
         index = read_folder(root_path, classes_file)
+    elif fmt == "ts":
+        index = read_ts(root_path, annotations)
+    elif fmt == "npz":
+        index = read_npz(root_path, annotations, classes_file, allow_outside_root)
     else:
         raise FgarError(f"unknown dataset format '{fmt}' (choose from {', '.join(FORMATS)})")
     if not index.entries:
@@ -494,6 +508,202 @@ def _videos_in(folder: Path) -> list[Path]:
     ]
 
 
+# --------------------------------------------------------------------------- sequences: .ts files
+
+
+def read_ts(root: Path, annotations: list[Path]) -> DatasetIndex:
+    """UEA/UCR `.ts` files -> one entry per case; subsets from the file names (`_TEST`: test)."""
+    from fgar_cli.data.sequences import parse_ts
+
+    files = sorted(_ts_files(root, annotations), key=lambda p: subset_of(p.stem) != "train")  # TRAIN first
+    parsed = [parse_ts(p) for p in files]
+    first = parsed[0]
+    other = next((ts for ts in parsed if ts.dims != first.dims), None)
+    if other is not None:
+        raise FgarError(
+            f"{other.path}: cases of {other.dims} dimensions, but {first.path.name} has {first.dims}; "
+            "the files of one dataset must agree"
+        )
+    # the union of the header class lists, in order of first appearance (TRAIN's header first)
+    class_names = list(dict.fromkeys(label for ts in parsed for label in ts.class_labels))
+    class_id = {name: i for i, name in enumerate(class_names)}
+    entries = []
+    for ts in parsed:
+        subset, rel = subset_of(ts.path.stem), _relative_to(ts.path, root)
+        width = max(4, len(str(len(ts.series) - 1)))
+        for row, (case, label) in enumerate(zip(ts.series, ts.labels, strict=True)):
+            entries.append(
+                VideoEntry(
+                    id=f"{ts.path.stem}_{row:0{width}d}",
+                    path=rel,
+                    label=class_id[label],
+                    num_frames=case.shape[0],
+                    subset=subset,
+                    key=str(row),
+                )
+            )
+    return DatasetIndex(format="ts", root=str(root), class_names=class_names, entries=entries, input_dim=first.dims)
+
+
+def _ts_files(root: Path, annotations: list[Path]) -> list[Path]:
+    """The .ts files given, or those of one problem found in the one folder given (default: root)."""
+    if annotations and not (len(annotations) == 1 and annotations[0].is_dir()):
+        for path in annotations:
+            if not path.is_file():
+                raise FgarError(f"{path}: annotation file not found")
+            if path.suffix.lower() != ".ts":
+                raise FgarError(f"{path}: not a .ts file (the ts format reads NAME_TRAIN.ts and NAME_TEST.ts)")
+        return annotations
+    folder = annotations[0] if annotations else root
+    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".ts")
+    split_files = [p for p in found if re.search(r"_(train|test)$", p.stem, re.IGNORECASE)]
+    problems = sorted({p.stem.rsplit("_", 1)[0] for p in split_files})
+    if len(problems) > 1:
+        raise FgarError(f"{folder}: .ts files of several problems ({', '.join(problems)}); pass one with --annotations")
+    if split_files:
+        return split_files
+    if len(found) == 1:
+        return found
+    if not found:
+        raise FgarError(f"{folder}: no .ts file found (expected NAME_TRAIN.ts and NAME_TEST.ts)")
+    raise FgarError(
+        f"{folder}: {len(found)} .ts files and none named NAME_TRAIN.ts or NAME_TEST.ts; pass them with --annotations"
+    )
+
+
+def _relative_to(path: Path, root: Path) -> str:
+    """`path` relative to root when it lies inside (portable indexes), else absolute."""
+    resolved = path.resolve()
+    try:
+        return resolved.relative_to(root).as_posix()
+    except ValueError:
+        return str(resolved)
+
+
+# --------------------------------------------------------------------------- sequences: .npy / .npz files
+
+_NPZ_COLUMNS = ("path", "label", "group", "split")
+_NPZ_SUFFIXES = (".npy", ".npz")
+_NPZ_MEMBER = re.compile(r"(.+\.npz):([^/\\:]+)", re.IGNORECASE)  # FILE.npz:NAME, one array of an .npz
+
+
+def read_npz(
+    root: Path, annotations: list[Path], classes_file: str | Path | None = None, allow_outside_root: bool = False
+) -> DatasetIndex:
+    """A CSV `path,label[,group][,split]` of .npy/.npz sequences; each file is read here for its T and D.
+
+    D is the D of most readable files (ties: the first); a file with another D, and an unreadable one,
+    goes to `skipped` with its reason, as an unreadable video does."""
+    if not annotations:
+        raise FgarError("--annotations: the npz format needs a CSV file with the columns path,label[,group][,split]")
+    rows: list[tuple[str, str, str, str]] = []  # (where, path text, raw label, subset), as read_lists has them
+    groups: dict[str, str] = {}  # path text -> group
+    for csv_path in annotations:
+        if not csv_path.is_file():
+            raise FgarError(f"{csv_path}: annotation file not found")
+        for row, group in _read_npz_csv(csv_path):
+            rows.append(row)
+            groups[row[1]] = group
+    if not rows:
+        raise FgarError(f"{', '.join(map(str, annotations))}: the CSV lists no sequences")
+    given = read_classes_file(classes_file) if classes_file else None
+    labeled = [r for r in rows if r[2] not in _NO_LABEL_TEXT]
+    class_names = given if given is not None else _classes_from_labels(labeled)
+    class_id = {name: i for i, name in enumerate(class_names)}
+    ids_allowed = given is not None or _all_ints(labeled)
+    entries = []
+    for where, text, raw, subset in rows:
+        file, key = _npz_target(text)
+        if raw in _NO_LABEL_TEXT:
+            label, subset = NO_LABEL, UNLABELED
+        else:
+            resolved = _resolve_label(raw, class_id, len(class_names), ids_allowed)
+            if resolved is None:
+                raise FgarError(f"{where}: unknown label '{raw}' (not one of the {len(class_names)} classes)")
+            label = resolved
+        entries.append(VideoEntry(id=text, path=file, label=label, subset=subset, key=key, group=groups[text]))
+    index = DatasetIndex(format="npz", root=str(root), class_names=class_names, entries=entries)
+    index.allow_outside_root = allow_outside_root
+    index.check_inside_root(", ".join(map(str, annotations)))  # before any file outside root is opened
+    return _measure_sequences(index)
+
+
+def _read_npz_csv(path: Path) -> list[tuple[tuple[str, str, str, str], str]]:
+    """((where, path text, raw label, subset), group) per data row of one CSV."""
+    lines = io.StringIO(read_text(path, "annotation file"), newline="")
+    table = [(n, r) for n, r in enumerate(csv.reader(lines), start=1) if any(c.strip() for c in r)]
+    if not table:
+        return []
+    header = [c.strip().lower() for c in table[0][1]]
+    unknown = [c for c in header if c not in _NPZ_COLUMNS]
+    if "path" not in header or "label" not in header or unknown or len(set(header)) != len(header):
+        raise FgarError(
+            f"{path}: line {table[0][0]}: the header must name the columns path,label[,group][,split]"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
+    col = {name: i for i, name in enumerate(header)}
+    rows = []
+    for n, r in table[1:]:
+        where = f"{path}: line {n}"
+        if len(r) != len(header):
+            raise FgarError(f"{where}: {len(r)} fields, the header has {len(header)}")
+        text = r[col["path"]].strip()
+        if not text:
+            raise FgarError(f"{where}: expected the path of a .npy or .npz file")
+        file, _ = _npz_target(text)
+        if Path(file).suffix.lower() not in _NPZ_SUFFIXES:
+            raise FgarError(f"{where}: '{text}' is not a .npy or .npz file")
+        split = r[col["split"]].strip().lower() if "split" in col else ""
+        if split not in ("", "train", "test"):
+            raise FgarError(f"{where}: split '{r[col['split']].strip()}' must be train or test")
+        group = r[col["group"]].strip() if "group" in col else ""
+        rows.append(((where, text, r[col["label"]].strip(), split or "train"), group))
+    return rows
+
+
+def _npz_target(text: str) -> tuple[str, str]:
+    """'clips/a.npz:pose' -> ('clips/a.npz', 'pose'); any other path -> (path, '')."""
+    member = _NPZ_MEMBER.fullmatch(text)
+    return (member.group(1), member.group(2)) if member else (text, "")
+
+
+def _measure_sequences(index: DatasetIndex) -> DatasetIndex:
+    """Read every entry's sequence for its length T and step size D; skip the unreadable ones."""
+    from fgar_cli.data.sequences import SequenceReadError, read_sequence
+
+    shapes: dict[str, tuple[int, int]] = {}
+    skipped = list(index.skipped)
+    for entry in index.entries:
+        try:
+            shapes[entry.id] = read_sequence(index.resolve(entry), entry.key).shape
+        except SequenceReadError as exc:
+            skipped.append({"path": _skip_name(index, entry), "reason": exc.problem})
+    if not shapes:
+        first = skipped[0] if skipped else {"path": index.root, "reason": "nothing listed"}
+        raise FgarError(
+            f"{first['path']}: {first['reason']} (none of the {len(index.entries)} sequences could be read)"
+        )
+    # most_common keeps first-seen order among equal counts: ties go to the first file's D
+    input_dim = Counter(d for _, d in shapes.values()).most_common(1)[0][0]
+    kept = []
+    for entry in index.entries:
+        if entry.id not in shapes:
+            continue
+        steps, dim = shapes[entry.id]
+        if dim != input_dim:
+            skipped.append(
+                {"path": _skip_name(index, entry), "reason": f"{dim} values per step; most files have {input_dim}"}
+            )
+            continue
+        kept.append(replace(entry, num_frames=steps))
+    return replace(index, entries=kept, skipped=skipped, input_dim=input_dim)
+
+
+def _skip_name(index: DatasetIndex, entry: VideoEntry) -> str:
+    """The skipped list's name of a sequence: its file, and `:NAME` for one array of an .npz."""
+    return f"{index.resolve(entry)}:{entry.key}" if entry.key else str(index.resolve(entry))
+
+
 # --------------------------------------------------------------------------- counting frames
 
 
@@ -514,6 +724,8 @@ def measure_entries(index: DatasetIndex, on_done: Callable[[VideoEntry], None] |
     Unreadable videos, and videos with no decodable frame in range, go to `skipped` with a reason.
     `end_frame` is clipped to the decodable count, so `num_frames = end_frame - start_frame`.
     """
+    if index.is_sequence:  # no frames to count: the sequence adapters read T and D themselves
+        return index
     kept, skipped = [], list(index.skipped)
     for entry in index.entries:
         path = str(index.resolve(entry))

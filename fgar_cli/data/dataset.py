@@ -13,6 +13,11 @@
 plus `label` (int; `labels` overrides by id, e.g. pseudo-labels), `index` (position in
 `entries`) and `id`.
 
+Sequence indexes (`index.is_sequence`: per-step vectors from `fgar data features`, pose or sensor
+files) yield the same items with steps in place of frames: `video` is (T, D) raw values (NaN where a
+channel was never observed; gaps inside a channel are filled by linear interpolation), cut by the
+same samplers, and augmented by `SequenceTransform` (time warp, scaling, jitter) in training.
+
 Determinism: each item's randomness comes from numpy's Generator seeded with (seed, epoch,
 item position), so samples do not depend on worker count or order, and a run resumed at epoch e
 (call `set_epoch(e)` before each epoch) draws exactly the samples the original run drew. The
@@ -42,7 +47,8 @@ from fgar_cli.config import ClipConfig, TclrLoss
 from fgar_cli.data.frame_cache import FrameCache
 from fgar_cli.data.index import DatasetIndex, VideoEntry
 from fgar_cli.data.sampling import gitdl_indices, segment_indices, tclr_indices, temporal_crop
-from fgar_cli.data.transforms import ClipTransform
+from fgar_cli.data.sequences import SequenceReadError, fill_missing, read_sequence
+from fgar_cli.data.transforms import ClipTransform, SequenceTransform
 from fgar_cli.data.video import VideoDecodeError, count_frames, read_frames
 from fgar_cli.errors import FgarError
 
@@ -85,7 +91,15 @@ class ClipDataset(Dataset):
         self.tclr = tclr or TclrLoss()
         # Shared memory, so set_epoch in the parent reaches persistent DataLoader workers too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
-        self.transform = ClipTransform(clip.size, train=mode != ClipMode.TEST, flip=clip.hflip, augment=clip.augment)
+        train = mode != ClipMode.TEST
+        self.transform: ClipTransform | SequenceTransform
+        if index.is_sequence:
+            self.transform = SequenceTransform(train=train, augment=clip.sequence_augment)
+            cache = None  # a sequence is read in one go, from memory or HDF5: nothing to decode twice
+        else:
+            self.transform = ClipTransform(clip.size, train=train, flip=clip.hflip, augment=clip.augment)
+        # the augmentation whose temporal crop training clips use (the video one, for either input)
+        self.augment = clip.augment if train else None
         if cache is not None and cache.short_side != self.transform.short_side:
             raise ValueError(f"a frame cache of {cache.short_side} px for clips resized to {self.transform.short_side}")
         self.cache = cache
@@ -137,7 +151,7 @@ class ClipDataset(Dataset):
             raise VideoDecodeError(f"{path}: no frame in the range [{start}, {end})")
         if self.mode == ClipMode.GITDL:
             global_idx, local_idx = gitdl_indices(start, end, self.num_frames, rng)
-            frames = self._read(path, [global_idx, local_idx], start, end, total)
+            frames = self._read(entry, path, [global_idx, local_idx], start, end, total)
             return {
                 "global": self.transform(frames[0], rng),
                 "local": self.transform(frames[1], rng),
@@ -147,7 +161,7 @@ class ClipDataset(Dataset):
         if self.mode == ClipMode.TCLR:
             local_frames = self.tclr.local_frames or self.num_frames
             global_idx, local_idx = tclr_indices(start, end, self.num_frames, self.tclr.local_clips, local_frames, rng)
-            frames = self._read(path, [global_idx, *local_idx], start, end, total)
+            frames = self._read(entry, path, [global_idx, *local_idx], start, end, total)
             views = [[self.transform(clip, rng).numpy() for clip in frames] for _ in range(2)]
             return {  # numpy's stack, as below
                 "global": torch.from_numpy(np.stack([view[0] for view in views])),
@@ -155,31 +169,43 @@ class ClipDataset(Dataset):
             }
         if self.mode == ClipMode.TRAIN:
             window = (start, end)
-            if self.transform.augment is not None and self.transform.augment.temporal_crop < 1:
-                window = temporal_crop(start, end, self.transform.augment.temporal_crop, rng)
-            clip = self._read(path, [segment_indices(*window, self.num_frames, True, rng)], start, end, total)[0]
+            if self.augment is not None and self.augment.temporal_crop < 1:
+                window = temporal_crop(start, end, self.augment.temporal_crop, rng)
+            clip = self._read(entry, path, [segment_indices(*window, self.num_frames, True, rng)], start, end, total)[0]
             return {"video": self.transform(clip, rng)}
         views = [
             segment_indices(start, end, self.num_frames, False, None, view, self.num_views)
             for view in range(self.num_views)
         ]
-        clips = [self.transform(frames) for frames in self._read(path, views, start, end, total)]
+        clips = [self.transform(frames) for frames in self._read(entry, path, views, start, end, total)]
         if self.num_views == 1:
             return {"video": clips[0]}
         # numpy's stack: torch.stack of these took 48 ms instead of 0.3 with 2 threads on a busy CPU
         return {"video": torch.from_numpy(np.stack([clip.numpy() for clip in clips]))}
 
     def _read(
-        self, path: Path, clips: Sequence[np.ndarray], start: int, end: int, total: int | None
+        self, entry: VideoEntry, path: Path, clips: Sequence[np.ndarray], start: int, end: int, total: int | None
     ) -> list[np.ndarray]:
         """The frames of several index arrays, decoded in one pass (or from the frame cache); one
         (T, H, W, 3) array per clip."""
+        if self.index.is_sequence:
+            return self._read_steps(entry, path, clips, end)
         wanted = np.concatenate(clips)
         if self.cache is not None:
             frames = self.cache.read(path, wanted, start, end, total)
         else:
             frames = read_frames(path, wanted, total_frames=total)
         return np.split(frames, np.cumsum([len(c) for c in clips])[:-1])
+
+    def _read_steps(self, entry: VideoEntry, path: Path, clips: Sequence[np.ndarray], end: int) -> list[np.ndarray]:
+        """The steps (T, D) of several index arrays of the entry's sequence (record `key` of `path`)."""
+        steps = fill_missing(read_sequence(path, entry.key))
+        if len(steps) < end or steps.shape[1] != self.index.input_dim:
+            raise SequenceReadError(
+                f"{path}{f' [{entry.key}]' if entry.key else ''}: {steps.shape[0]} steps of {steps.shape[1]} values, "
+                f"the index says {end} of {self.index.input_dim} (re-run `fgar data index`)"
+            )
+        return [steps[idx] for idx in clips]
 
     def _frame_range(self, i: int, entry: VideoEntry) -> tuple[int, int, int | None]:
         """[start, end) of decodable frames, and the file's total decodable count when known."""

@@ -8,6 +8,13 @@ An index file is a JSON object:
 of frames that actually decode (container headers lie; docs/DATA.md). `subset` is
 "train" or "test" where the dataset defines them, else "train"; "unlabeled" marks footage nobody
 labeled (label NO_LABEL), which every split puts in D_u and never in the labeled or test sets.
+
+Sequence indexes (`--format ts`, `npz`, `features`; docs/DATA.md) hold per-step vectors instead of
+videos: the top-level `input_dim` D > 0 is the size of each step's vector (0, or absent: videos),
+each entry's `path` is the file holding its sequence and `key` the record inside it (a row of a
+`.ts` file, a dataset of an HDF5 feature store, an array of an `.npz`; "" for a lone `.npy`), and
+`num_frames` its length in steps. `group` (any index) names the subject or recording an entry comes
+from: splits never put one group on both sides of labeled/unlabeled or train/test.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ class VideoEntry:
     end_frame: int = -1  # exclusive; -1 means "to the end"
     num_frames: int = -1  # decodable frames in [start_frame, end_frame); -1 until counted
     subset: str = "train"
+    key: str = ""  # the record inside `path` for sequence indexes ("" for videos and lone .npy files)
+    group: str = ""  # subject or recording; splits keep a group on one side ("" : every entry its own)
 
 
 @dataclass
@@ -49,6 +58,11 @@ class DatasetIndex:
     entries: list[VideoEntry]
     skipped: list[dict[str, str]] = field(default_factory=list)
     allow_outside_root: bool = False  # entries may point outside `root` (the user asked for it)
+    input_dim: int = 0  # D of a sequence index (each step a D-vector); 0: a video index
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.input_dim > 0
 
     def resolve(self, entry: VideoEntry) -> Path:
         """Absolute path of an entry's video or frame folder."""
@@ -84,11 +98,22 @@ def save_index(index: DatasetIndex, path: str | Path) -> None:
         "format": index.format,
         "root": index.root,
         "class_names": index.class_names,
-        "entries": [asdict(e) for e in index.entries],
+        "entries": [_entry_json(e) for e in index.entries],
         "skipped": index.skipped,
         "allow_outside_root": index.allow_outside_root,
     }
+    if index.input_dim:
+        payload["input_dim"] = index.input_dim
     atomic_write_text(path, json.dumps(payload, indent=1))
+
+
+def _entry_json(entry: VideoEntry) -> dict[str, Any]:
+    """An entry's JSON object; `key` and `group` only where set, so video indexes read as before."""
+    fields = asdict(entry)
+    for name in ("key", "group"):
+        if not fields[name]:
+            del fields[name]
+    return fields
 
 
 def load_index(path: str | Path) -> DatasetIndex:
@@ -107,6 +132,9 @@ def load_index(path: str | Path) -> DatasetIndex:
     if not isinstance(raw, list):
         raise FgarError(f"{path}: 'entries' must be a list of videos")
     entries = [_entry(e, n, path, len(class_names)) for n, e in enumerate(raw)]
+    input_dim = data.get("input_dim", 0)
+    if not isinstance(input_dim, int) or isinstance(input_dim, bool) or input_dim < 0:
+        raise FgarError(f"{path}: 'input_dim' must be a non-negative integer, got {input_dim!r}")
     index = DatasetIndex(
         format=str(data.get("format", "")),
         root=str(data.get("root", "")),
@@ -114,12 +142,22 @@ def load_index(path: str | Path) -> DatasetIndex:
         entries=entries,
         skipped=list(data.get("skipped", [])),
         allow_outside_root=data.get("allow_outside_root") is True,
+        input_dim=input_dim,
     )
     index.check_inside_root(path)
     return index
 
 
-_ENTRY_FIELDS = {"id": str, "path": str, "label": int, "start_frame": int, "end_frame": int, "num_frames": int}
+_ENTRY_FIELDS = {
+    "id": str,
+    "path": str,
+    "label": int,
+    "start_frame": int,
+    "end_frame": int,
+    "num_frames": int,
+    "key": str,
+    "group": str,
+}
 _REQUIRED = ("id", "path", "label")
 
 

@@ -6,11 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fgar_cli.config import ClipConfig, DataPaths, RunConfig, TclrLoss
 from fgar_cli.data.dataset import ClipDataset, ClipMode
 from fgar_cli.data.frame_cache import FrameCache, open_cache
 from fgar_cli.data.index import NO_LABEL, NO_TRUTH, DatasetIndex, VideoEntry, load_index
+from fgar_cli.data.sequences import SequenceReadError, channel_stats, read_sequence
 from fgar_cli.data.splits import Split, check_split, load_split
 from fgar_cli.data.transforms import ClipTransform
 from fgar_cli.errors import FgarError
@@ -73,7 +75,10 @@ class RunData:
         )
 
     def frame_cache(self, short_side: int) -> FrameCache | None:
-        """The run's frame cache at this short side (decided once, on the split's videos)."""
+        """The run's frame cache at this short side (decided once, on the split's videos); none for
+        sequence indexes, which have nothing to decode."""
+        if self.index.is_sequence:
+            return None
         if short_side not in self.caches:
             ids = self.split.labeled + self.split.unlabeled + self.split.test
             videos = [(self.index.resolve(e), e.num_frames) for e in self.entries(ids)]
@@ -102,3 +107,34 @@ def load_run_data(paths: DataPaths, run: RunConfig | None = None) -> RunData:
         label_of={e.id: NO_TRUTH if e.label == NO_LABEL else model_class.get(e.label, -1) for e in index.entries},
         run=run or RunConfig(),
     )
+
+
+# Sequences that `input_stats` reads at most: the statistics of a channel settle long before, and a
+# feature store of 15,000 clips need not be read whole before training starts.
+STATS_SAMPLE = 1000
+
+
+def fit_input_norm(model: torch.nn.Module, data: RunData, seed: int) -> None:
+    """Set a sequence model's input normalisation from the run's training clips (labeled and
+    unlabeled, never test), unless it came with one (from pretrained weights); videos: nothing to do."""
+    from fgar_cli.models import needs_input_stats, set_input_stats  # here: models import the data layer
+
+    if data.index.is_sequence and needs_input_stats(model):
+        set_input_stats(model, *input_stats(data, data.split.labeled + data.split.unlabeled, seed))
+
+
+def input_stats(data: RunData, ids: list[str], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (D,) of a sequence index's clips `ids` (at most STATS_SAMPLE of them,
+    chosen by seed), for the models' InputNorm. Unreadable sequences are left out, as training skips them."""
+    ordered = sorted(ids)
+    chosen = [ordered[k] for k in np.random.default_rng(seed).permutation(len(ordered))[:STATS_SAMPLE]]
+    arrays = []
+    for entry in data.entries(chosen):
+        try:
+            arrays.append(read_sequence(data.index.resolve(entry), entry.key))
+        except SequenceReadError:
+            continue
+    if not arrays:
+        raise FgarError(f"{data.paths.index}: none of the {len(chosen)} training sequences could be read")
+    mean, std = channel_stats(arrays)
+    return torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)

@@ -13,6 +13,20 @@ The seeded order is a sha256 of "<seed>:<id>", not a random generator: the same 
 the same split on any machine and any Python/numpy version, and a smaller fraction's labeled set is
 contained in a larger one's for the same seed.
 
+Groups (an entry's `group`: the subject or recording it comes from) are never divided: a group's
+training clips are all labeled or all unlabeled, and a held-out test set takes whole groups. Whole
+groups are taken in the seeded order of sha256("<seed>:group:<name>") (entries without a group are
+groups of one, ordered as above), and a group is taken when it brings the per-class labeled counts
+closer to their targets (the sum over classes of |count - target| falls); a group may hold several
+classes, so the counts are as close as whole groups allow. A class that no such group reached gets
+the first group, in the seeded order, that holds it: every class with training clips keeps at least
+one labeled clip, as without groups. For entries without groups this is exactly the per-class rule
+above. With groups, a smaller fraction's labeled set is not always inside a larger one's. Two
+exceptions, both for clips that cannot be labeled: in the open world a labeled group's clips of
+unknown classes stay unlabeled, and footage nobody labeled (the "unlabeled" subset) goes to the
+unlabeled set, except that of a group held out for testing, which is left out of the split (training
+on a test subject's footage is the leak groups exist to stop).
+
 A split file is JSON: {"schema": "fgar.split", "schema_version": 1, "index", "index_sha256",
 "fraction", "seed", "known_classes", "test_fraction", "labeled", "unlabeled", "test"}.
 """
@@ -22,7 +36,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -104,14 +119,11 @@ def make_split(
     if not train:
         raise FgarError(f"{where}: has no training videos to split")
     known = choose_known_classes(train, num_known_classes, seed) if num_known_classes is not None else None
-    by_class: dict[int, list[str]] = defaultdict(list)
-    for e in train:
-        if known is None or e.label in known:
-            by_class[e.label].append(e.id)
-    chosen: set[str] = set()
-    for ids in by_class.values():
-        ordered = sorted(ids, key=lambda i: _order_key(seed, i))
-        chosen.update(ordered[: labeled_count(fraction, len(ordered))])
+    candidates = [e for e in train if known is None or e.label in known]
+    sizes = Counter(e.label for e in candidates)
+    targets = {label: labeled_count(fraction, n) for label, n in sizes.items()}
+    chosen = _choose_groups(candidates, targets, lambda name: _order_key(seed, name), at_least_one=fraction > 0)
+    test_groups = {e.group for e in test if e.group} if test_fraction > 0 else set()
     return Split(
         index=index_path,
         index_sha256=index_sha256,
@@ -119,7 +131,8 @@ def make_split(
         seed=seed,
         known_classes=known,
         labeled=[e.id for e in train if e.id in chosen],  # index order, for readable files
-        unlabeled=[e.id for e in train if e.id not in chosen] + [e.id for e in index.subset("unlabeled")],
+        unlabeled=[e.id for e in train if e.id not in chosen]
+        + [e.id for e in index.subset("unlabeled") if not (e.group and e.group in test_groups)],
         test=[e.id for e in test],
         test_fraction=test_fraction,
     )
@@ -128,15 +141,56 @@ def make_split(
 def held_out_for_test(index: DatasetIndex, test_fraction: float) -> set[str]:
     """round(test_fraction * n) of each class's n videos (half up), leaving each class at least one to train on.
 
-    Seed-free on purpose: every label split of the dataset tests on the same videos."""
-    by_class: dict[int, list[str]] = defaultdict(list)
-    for e in index.subset("train"):
-        by_class[e.label].append(e.id)
-    held: set[str] = set()
-    for ids in by_class.values():
-        count = min(len(ids) - 1, math.floor(test_fraction * len(ids) + 0.5))
-        held.update(sorted(ids, key=lambda i: _order_key(0, f"test:{i}"))[:count])
-    return held
+    Seed-free on purpose: every label split of the dataset tests on the same videos. Grouped entries are
+    held out a whole group at a time (the module docstring says how groups are chosen); a group that
+    would leave one of its classes no training clip is not taken."""
+    train = index.subset("train")
+    sizes = Counter(e.label for e in train)
+    targets = {label: min(n - 1, math.floor(test_fraction * n + 0.5)) for label, n in sizes.items()}
+    limits = {label: n - 1 for label, n in sizes.items()}
+    return _choose_groups(train, targets, lambda name: _order_key(0, f"test:{name}"), limits=limits)
+
+
+def _choose_groups(
+    entries: list[VideoEntry],
+    targets: dict[int, int],
+    order_key: Callable[[str], str],
+    limits: dict[int, int] | None = None,
+    at_least_one: bool = False,
+) -> set[str]:
+    """The ids of the whole groups chosen, in `order_key` order, towards `targets` clips per class.
+
+    An entry without a group is a group of one, ordered by its id; a group by "group:<name>". A group
+    is taken when it lowers the sum over classes of |chosen - target| and keeps every class within
+    `limits`; for groups of one that is "the first target ids of each class in order", the rule
+    without groups. `at_least_one`: a class still without a chosen clip then gets the first group, in
+    order, that holds it (within `limits`)."""
+    members: dict[tuple[bool, str], list[VideoEntry]] = defaultdict(list)  # (grouped, name) -> entries
+    for e in entries:
+        members[(True, e.group) if e.group else (False, e.id)].append(e)
+    ordered = sorted(members, key=lambda unit: order_key(f"group:{unit[1]}" if unit[0] else unit[1]))
+    counts = {unit: Counter(e.label for e in members[unit]) for unit in ordered}
+    have: Counter[int] = Counter()
+    taken: list[tuple[bool, str]] = []
+
+    def fits(unit: tuple[bool, str]) -> bool:
+        return limits is None or all(have[c] + n <= limits[c] for c, n in counts[unit].items())
+
+    def take(unit: tuple[bool, str]) -> None:
+        taken.append(unit)
+        have.update(counts[unit])
+
+    for unit in ordered:
+        gain = sum(abs(have[c] - targets[c]) - abs(have[c] + n - targets[c]) for c, n in counts[unit].items())
+        if gain > 0 and fits(unit):
+            take(unit)
+    if at_least_one:
+        for label in sorted(targets):
+            if targets[label] > 0 and have[label] == 0:
+                unit = next((u for u in ordered if label in counts[u] and u not in taken and fits(u)), None)
+                if unit is not None:
+                    take(unit)
+    return {e.id for unit in taken for e in members[unit]}
 
 
 def thin_classes(split: Split, index: DatasetIndex) -> list[tuple[str, int]]:

@@ -19,13 +19,14 @@ and data loading with num_workers=0 runs in the main process, with the model's t
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fgar_cli.config import Augmentation
+from fgar_cli.config import Augmentation, SequenceAugmentation
 
 # torchvision's Kinetics-400 video models (r2plus1d_18, r3d_18) were trained with these.
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
@@ -128,3 +129,57 @@ def normalize(frames: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...
     clip *= scale
     clip -= shift
     return torch.from_numpy(clip)
+
+
+@dataclass(frozen=True)
+class SequenceTransform:
+    """Sequence clips: float32 steps (T, D), NaN where missing -> a float32 tensor (T, D).
+
+    Values stay raw: the models normalise them with the training split's statistics (`InputNorm`),
+    so a clip means the same in training and inference. In training, a `SequenceAugmentation` warps
+    time, scales each channel and adds noise (`augment_sequence`); missing values stay missing.
+    """
+
+    train: bool
+    augment: SequenceAugmentation | None = None  # training only
+
+    def __call__(self, steps: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+        clip = np.asarray(steps, dtype=np.float32)
+        if clip.ndim != 2:
+            raise ValueError(f"expected steps shaped (T, D), got {tuple(clip.shape)}")
+        if self.train and self.augment is not None and self.augment.enabled:
+            clip = augment_sequence(clip, self.augment, rng if rng is not None else np.random.default_rng())
+        return torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32))
+
+
+WARP_PIECES = 4  # pieces of the time warp, each at its own speed
+
+
+def augment_sequence(clip: np.ndarray, augment: SequenceAugmentation, rng: np.random.Generator) -> np.ndarray:
+    """Time warp, per-channel scaling and jitter of one clip (T, D), one draw per clip.
+
+    The warp resamples the clip at positions that advance at a speed from U[1 - w, 1 + w] in each of
+    `WARP_PIECES` equal pieces, stretched to span the clip, so the clip keeps its first and last step
+    and the order of its phases: only their relative durations change (a class is the order of phases,
+    not their tempo). Always draws the same numbers whichever parts are on, so later draws do not
+    depend on the settings.
+    """
+    T, D = clip.shape
+    speeds = rng.uniform(1 - augment.time_warp, 1 + augment.time_warp, WARP_PIECES)
+    gains = rng.uniform(1 - augment.scale, 1 + augment.scale, D).astype(np.float32)
+    noise = rng.standard_normal((T, D)).astype(np.float32)
+    out = clip
+    if augment.time_warp > 0 and T > 1:
+        piece = np.minimum((np.arange(T - 1) * WARP_PIECES) // (T - 1), WARP_PIECES - 1)
+        positions = np.concatenate([[0.0], np.cumsum(speeds[piece])])
+        positions *= (T - 1) / positions[-1]
+        steps = np.arange(T)
+        out = np.stack([np.interp(positions, steps, out[:, d]) for d in range(D)], axis=1).astype(np.float32)
+    if augment.scale > 0:
+        out = out * gains
+    if augment.jitter > 0:
+        with warnings.catch_warnings():  # a channel missing throughout has no spread: it gets no noise
+            warnings.simplefilter("ignore", RuntimeWarning)
+            spread = np.nan_to_num(np.nanstd(out, axis=0))
+        out = out + np.float32(augment.jitter) * spread.astype(np.float32) * noise
+    return out

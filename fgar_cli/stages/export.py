@@ -75,6 +75,8 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
         missing_onnx_packages()  # before the checkpoint is read: the fix is an install
     out = check_output_file(cfg.out or DEFAULT_OUT[cfg.format])
     action = load_action(cfg.ckpt_e)
+    if action.model.config.input_dim:
+        raise FgarError(f"{cfg.ckpt_e}: export takes video models; this one reads sequences (not supported yet)")
     clip = action.recipe.clip
     wrapper = ExportedActionEncoder(action.model).eval()
     if cfg.format == ExportFormat.ONNX:

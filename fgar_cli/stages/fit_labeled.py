@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from fgar_cli.artifacts import atomic_write_json
-from fgar_cli.checkpoints import CheckpointRecord, init_action_config, load_alignability_weights
+from fgar_cli.checkpoints import CheckpointRecord, check_model_input, init_action_config, load_alignability_weights
 from fgar_cli.config import (
     ActionRecipe,
     AlignabilityRecipe,
@@ -29,12 +29,13 @@ from fgar_cli.config import (
 )
 from fgar_cli.data.batches import Stream
 from fgar_cli.data.dataset import ClipMode
-from fgar_cli.data.run_data import load_run_data
+from fgar_cli.data.run_data import RunData, fit_input_norm, load_run_data
 from fgar_cli.engine import History, best_epoch
 from fgar_cli.errors import FgarError
 from fgar_cli.method.gallery import tau_unfittable
 from fgar_cli.models import (
     AlignabilityEncoder,
+    action_config_for,
     alignability_config_for,
     build_action_encoder,
     build_alignability_encoder,
@@ -67,8 +68,12 @@ def fit_labeled(cfg: FitLabeledConfig) -> dict[str, Any]:
         cfg = cfg.model_copy(update={"action": pretrained.model_copy(update={"dropout": cfg.action.dropout})})
     config = with_absolute_paths(cfg, data.paths)  # absolute paths, so later stages find the data
     # Both encoders are built (and --init-e, --init-a checked) before any training starts.
-    model_e = build_action_encoder(cfg.action, data.num_classes, init=cfg.init_e).to(device)
-    model_a = initial_alignability_encoder(cfg).to(device)
+    action = action_config_for(cfg.action, data.index.input_dim, data.paths.index or "the index")
+    model_e = build_action_encoder(action, data.num_classes, init=cfg.init_e)
+    model_a = initial_alignability_encoder(cfg, data)
+    for model in (model_e, model_a):
+        fit_input_norm(model, data, cfg.run.seed)
+        model.to(device)
     run = RunFolder(Path(cfg.out_dir), "fit_labeled").open(config, cfg.resume, cfg.force)
     out = run.path
     trainer = EncoderTrainer(device, cfg.run.seed, cfg.resume, cfg.run.num_workers, log=run.log)
@@ -117,7 +122,7 @@ def validation_summary(history_e: History, held_ids: list[str], out: Path) -> di
     }
 
 
-def initial_alignability_encoder(cfg: FitLabeledConfig) -> AlignabilityEncoder:
+def initial_alignability_encoder(cfg: FitLabeledConfig, data: RunData) -> AlignabilityEncoder:
     """f_A from the GITDL checkpoint when given (its architecture wins), else a fresh one.
 
     A fresh f_A draws its initial weights from a seed of its own, so that it is the same whether
@@ -125,7 +130,10 @@ def initial_alignability_encoder(cfg: FitLabeledConfig) -> AlignabilityEncoder:
     """
     if cfg.init_a:
         model = load_alignability_weights(cfg.init_a)
+        check_model_input(model.config, data.index.input_dim, data.paths.index, cfg.init_a)
         console.print(f"f_A initialised from {cfg.init_a}")
         return model
     torch.manual_seed(epoch_seed(cfg.run.seed, Stream.ALIGNABILITY, 0))
-    return build_alignability_encoder(alignability_config_for(cfg.alignability, cfg.clip.num_frames))
+    index = data.paths.index or "the index"
+    config = alignability_config_for(cfg.alignability, cfg.clip.num_frames, data.index.input_dim, index)
+    return build_alignability_encoder(config)

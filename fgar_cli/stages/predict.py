@@ -61,6 +61,11 @@ def predict(cfg: PredictConfig) -> dict[str, Any]:
     out = check_output_file(cfg.out)  # before the work, not after it
     videos = collect_videos(cfg.inputs)
     encoders = load_encoders(cfg.ckpt_e, cfg.ckpt_a, need_alignability=False)
+    if encoders.action.model.config.input_dim:
+        raise FgarError(
+            f"{cfg.ckpt_e}: a sequence model; predict reads videos. Index the sequences "
+            "(`fgar data index --format npz`) and run `fgar evaluate --subset unlabeled` on them"
+        )
     device = resolve_device(cfg.run.device)
     encoders.to(device)
     data = None

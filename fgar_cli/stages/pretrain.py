@@ -28,11 +28,12 @@ from fgar_cli.config import (
 )
 from fgar_cli.data.batches import EpochBatches, Stream
 from fgar_cli.data.dataset import ClipDataset, ClipMode
-from fgar_cli.data.run_data import RunData, load_run_data
+from fgar_cli.data.run_data import RunData, fit_input_norm, load_run_data
 from fgar_cli.engine import fit, fit_once
 from fgar_cli.errors import FgarError
 from fgar_cli.models import (
     PretrainedActionEncoder,
+    action_config_for,
     alignability_config_for,
     build_alignability_encoder,
     build_pretrained_action_encoder,
@@ -60,7 +61,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     run = RunFolder(Path(cfg.out_dir), "pretrain").open(config, cfg.resume, cfg.force)
     out = run.path
 
-    model = build_alignability_encoder(alignability_config_for(cfg.alignability, cfg.clip.num_frames)).to(device)
+    index = data.paths.index or "the index"
+    alignability = alignability_config_for(cfg.alignability, cfg.clip.num_frames, data.index.input_dim, index)
+    model = build_alignability_encoder(alignability)
+    fit_input_norm(model, data, cfg.run.seed)
+    model.to(device)
     dataset = data.clips(data.split.unlabeled, cfg.clip, ClipMode.GITDL, seed=cfg.run.seed)
     batches = video_batches(dataset, cfg, Stream.GITDL, cfg.training.batch_size)
     recipe = PretrainRecipe(data=data.paths, clip=cfg.clip, training=cfg.training, loss=cfg.loss)
@@ -91,7 +96,11 @@ def pretrain_action_encoder(
     assert cfg.out_dir is not None
     run = RunFolder(Path(cfg.out_dir), "pretrain").open(config, cfg.resume, cfg.force)
     out = run.path
-    model = build_pretrained_action_encoder(cfg.action).to(device)
+    model = build_pretrained_action_encoder(
+        action_config_for(cfg.action, data.index.input_dim, data.paths.index or "the index")
+    )
+    fit_input_norm(model, data, cfg.run.seed)
+    model.to(device)
     training, loss = cfg.action_training, cfg.action_loss
     check_time_steps(model, cfg.clip, loss.local_clips, device)
     # every clip of every view gets TCLR's augmentation, drawn on its own
@@ -129,4 +138,6 @@ def video_batches(dataset: ClipDataset, cfg: PretrainConfig, stream: Stream, bat
 def check_time_steps(model: PretrainedActionEncoder, clip: ClipConfig, local_clips: int, device: torch.device) -> None:
     """Fail before training, not at its first batch, when the trunk leaves fewer time steps than local clips."""
     with torch.no_grad():
-        model.eval()(torch.zeros(2, clip.num_frames, 3, clip.size, clip.size, device=device), local_clips)
+        dim = model.config.input_dim
+        shape = (2, clip.num_frames, dim) if dim else (2, clip.num_frames, 3, clip.size, clip.size)
+        model.eval()(torch.zeros(shape, device=device), local_clips)
