@@ -318,5 +318,5 @@ def check_model_input(
 ) -> None:
     """A checkpoint's model reads what the index holds: video, or sequences of the same step size."""
     if config.input_dim != input_dim:
-        what = lambda dim: f"sequences of {dim} values per step" if dim else "video"  # noqa: E731
-        raise FgarError(f"{source}: the model reads {what(config.input_dim)}, but {index_path} holds {what(input_dim)}")
+        reads, holds = (f"sequences of {d} values per step" if d else "video" for d in (config.input_dim, input_dim))
+        raise FgarError(f"{source}: the model reads {reads}, but {index_path} holds {holds}")

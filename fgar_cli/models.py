@@ -436,7 +436,9 @@ def _training_state_globals() -> list[object]:
     ]
 
 
-def _read_weights_file(path: Path) -> Mapping[str, Tensor]:
+def read_weights_file(path: Path) -> Mapping[str, Tensor]:
+    """A state dict saved with torch.save (bare, or under 'state_dict', 'model' or 'bb_state_dict'),
+    loaded with weights_only=True: never unpickles code."""
     if not path.is_file():
         raise FgarError(f"{path}: weights file not found")
     try:
@@ -488,7 +490,7 @@ def load_init_weights(model: ActionEncoder, path: str | Path) -> InitReport:
     what did not match (it is the wrong architecture).
     """
     p = Path(path)
-    source = {_strip_prefixes(k): v for k, v in _read_weights_file(p).items()}
+    source = {_strip_prefixes(k): v for k, v in read_weights_file(p).items()}
     arch = model.config.arch.value
     if _tclr_layout(list(source)):
         needed = [

@@ -114,13 +114,17 @@ def load_run_data(paths: DataPaths, run: RunConfig | None = None) -> RunData:
 STATS_SAMPLE = 1000
 
 
-def fit_input_norm(model: torch.nn.Module, data: RunData, seed: int) -> None:
-    """Set a sequence model's input normalisation from the run's training clips (labeled and
-    unlabeled, never test), unless it came with one (from pretrained weights); videos: nothing to do."""
+def fit_input_norm(data: RunData, seed: int, *models: torch.nn.Module) -> None:
+    """Set sequence models' input normalisation from the run's training clips (labeled and unlabeled,
+    never test; read once for all `models`), except where a model came with one (from pretrained
+    weights); videos: nothing to do."""
     from fgar_cli.models import needs_input_stats, set_input_stats  # here: models import the data layer
 
-    if data.index.is_sequence and needs_input_stats(model):
-        set_input_stats(model, *input_stats(data, data.split.labeled + data.split.unlabeled, seed))
+    unset = [model for model in models if needs_input_stats(model)] if data.index.is_sequence else []
+    if unset:
+        stats = input_stats(data, data.split.labeled + data.split.unlabeled, seed)
+        for model in unset:
+            set_input_stats(model, *stats)
 
 
 def input_stats(data: RunData, ids: list[str], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -52,7 +51,7 @@ from fgar_cli.data.video import VideoDecodeError, count_frames, read_frames
 from fgar_cli.errors import FgarError
 from fgar_cli.files import check_writable_folder, os_error
 from fgar_cli.interrupts import Interrupted
-from fgar_cli.models import AlignabilityEncoder, EncoderKind
+from fgar_cli.models import AlignabilityEncoder, EncoderKind, read_weights_file
 from fgar_cli.progress import console, progress_bar
 from fgar_cli.runtime import resolve_device
 
@@ -341,7 +340,7 @@ def remove_classifier(net: nn.Module, name: str) -> str:
 def load_strict(net: nn.Module, path: Path, head: str, name: str) -> None:
     """Every tensor of the model from the file and nothing else, the removed classifier's aside (any
     number of classes is fine); a 'module.' prefix (DataParallel) is dropped."""
-    state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
+    state = {k.removeprefix("module."): v for k, v in read_weights_file(path).items()}
     state = {k: v for k, v in state.items() if not k.startswith(head)}
     try:
         result = net.load_state_dict(state, strict=False)
@@ -354,25 +353,6 @@ def load_strict(net: nn.Module, path: Path, head: str, name: str) -> None:
             f"{path}: weights do not fit {name}: {len(result.missing_keys)} missing and "
             f"{len(result.unexpected_keys)} unexpected keys (e.g. '{example}')"
         )
-
-
-def read_state_dict(path: Path) -> Mapping[str, Tensor]:
-    """A state dict saved with torch.save: bare, or under 'state_dict' or 'model'; never unpickles code."""
-    if not path.is_file():
-        raise FgarError(f"{path}: weights file not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise FgarError(f"{path}: cannot load weights with weights_only=True ({first[:160]})") from None
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model"):
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise FgarError(f"{path}: not a state_dict (expected a mapping of parameter names to tensors)")
-    return obj
 
 
 @torch.inference_mode()

@@ -71,9 +71,9 @@ def fit_labeled(cfg: FitLabeledConfig) -> dict[str, Any]:
     action = action_config_for(cfg.action, data.index.input_dim, data.paths.index or "the index")
     model_e = build_action_encoder(action, data.num_classes, init=cfg.init_e)
     model_a = initial_alignability_encoder(cfg, data)
-    for model in (model_e, model_a):
-        fit_input_norm(model, data, cfg.run.seed)
-        model.to(device)
+    fit_input_norm(data, cfg.run.seed, model_e, model_a)
+    model_e.to(device)
+    model_a.to(device)
     run = RunFolder(Path(cfg.out_dir), "fit_labeled").open(config, cfg.resume, cfg.force)
     out = run.path
     trainer = EncoderTrainer(device, cfg.run.seed, cfg.resume, cfg.run.num_workers, log=run.log)

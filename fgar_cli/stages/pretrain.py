@@ -64,7 +64,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     index = data.paths.index or "the index"
     alignability = alignability_config_for(cfg.alignability, cfg.clip.num_frames, data.index.input_dim, index)
     model = build_alignability_encoder(alignability)
-    fit_input_norm(model, data, cfg.run.seed)
+    fit_input_norm(data, cfg.run.seed, model)
     model.to(device)
     dataset = data.clips(data.split.unlabeled, cfg.clip, ClipMode.GITDL, seed=cfg.run.seed)
     batches = video_batches(dataset, cfg, Stream.GITDL, cfg.training.batch_size)
@@ -99,7 +99,7 @@ def pretrain_action_encoder(
     model = build_pretrained_action_encoder(
         action_config_for(cfg.action, data.index.input_dim, data.paths.index or "the index")
     )
-    fit_input_norm(model, data, cfg.run.seed)
+    fit_input_norm(data, cfg.run.seed, model)
     model.to(device)
     training, loss = cfg.action_training, cfg.action_loss
     check_time_steps(model, cfg.clip, loss.local_clips, device)
