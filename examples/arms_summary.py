@@ -17,6 +17,7 @@ from fgar_cli.reproduce.stats import mean_std, t_interval
 
 ARMS = {
     "supervised": ("eval_supervised", None),
+    "control": ("eval_control", "st_control"),  # compute-matched: the same self-training epochs, no pseudo-label
     "PL": ("eval_confidence", "st_confidence"),
     "FinePseudo": ("eval_finepseudo", "st_finepseudo"),
 }
@@ -38,10 +39,13 @@ def summarize(runs: list[Path]) -> dict[str, Any]:
         row: dict[str, Any] = {"method": arm, "top1": mean, "top1_std": std, "runs": len(runs), "per_run": top1[arm]}
         if st is not None:
             selftrain = [read_json(run / st / "selftrain.json") for run in runs]
-            row["pl_count"] = mean_std([s["cumulative_pl_count"] for s in selftrain])[0]
-            row["pl_accuracy"] = mean_std([s["cumulative_pl_accuracy"] for s in selftrain])[0]
-            diff = t_interval([a - b for a, b in zip(top1[arm], top1["supervised"], strict=True)])
-            row["minus_supervised"] = diff.as_dict()
+            for baseline in ("supervised", "control"):
+                if arm != baseline:
+                    diff = t_interval([a - b for a, b in zip(top1[arm], top1[baseline], strict=True)])
+                    row[f"minus_{baseline}"] = diff.as_dict()
+            if arm != "control":  # the control accepts no pseudo-label
+                row["pl_count"] = mean_std([s["cumulative_pl_count"] for s in selftrain])[0]
+                row["pl_accuracy"] = mean_std([s["cumulative_pl_accuracy"] for s in selftrain])[0]
         rows.append(row)
     unlabeled = [len(json.loads((run / "split.json").read_text())["unlabeled"]) for run in runs]
     return {"runs": [str(r) for r in runs], "unlabeled_clips": unlabeled, "rows": rows}
@@ -49,20 +53,23 @@ def summarize(runs: list[Path]) -> dict[str, Any]:
 
 def markdown(summary: dict[str, Any]) -> str:
     lines = [
-        "| method | test top-1 (mean ± std) | minus supervised [95% CI over runs] | pseudo-labels | their accuracy |",
-        "| --- | --- | --- | --- | --- |",
+        "| method | test top-1 (mean ± std) | minus supervised [95% CI over runs] | minus control [95% CI] "
+        "| pseudo-labels | their accuracy |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
+    unlabeled = sum(summary["unlabeled_clips"]) / len(summary["unlabeled_clips"])
     for row in summary["rows"]:
-        diff = row.get("minus_supervised")
-        ci = f"{diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]" if diff else ""
-        pl = (
-            f"{row['pl_count']:.1f} of {sum(summary['unlabeled_clips']) / len(summary['unlabeled_clips']):.0f}"
-            if "pl_count" in row
-            else ""
-        )
+        cis = [interval(row.get(f"minus_{baseline}")) for baseline in ("supervised", "control")]
+        pl = f"{row['pl_count']:.1f} of {unlabeled:.0f}" if "pl_count" in row else ""
         acc = f"{row['pl_accuracy']:.3f}" if row.get("pl_accuracy") is not None else ""
-        lines.append(f"| {row['method']} | {row['top1']:.3f} ± {row['top1_std']:.3f} | {ci} | {pl} | {acc} |")
+        lines.append(
+            f"| {row['method']} | {row['top1']:.3f} ± {row['top1_std']:.3f} | {' | '.join(cis)} | {pl} | {acc} |"
+        )
     return "\n".join(lines) + f"\n\n{len(summary['runs'])} runs: {', '.join(summary['runs'])}\n"
+
+
+def interval(diff: dict[str, float] | None) -> str:
+    return f"{diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]" if diff else ""
 
 
 def main(argv: list[str]) -> None:

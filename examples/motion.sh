@@ -2,7 +2,8 @@
 # FinePseudo on real recorded motion: the UEA/UCR archive's PickupGestureWiimoteZ (10 subjects doing
 # 10 gestures with a Nintendo Wiimote, its z-axis accelerometer; 50 training and 50 test recordings
 # of unequal length), as the `aeon` package ships it. Runs supervised, confidence PL and FinePseudo
-# (examples/compare.sh, FORMAT=ts, examples/sequences.yaml) over three label splits, then prints each
+# (examples/compare.sh, FORMAT=ts, examples/sequences.yaml) and the compute-matched control (the same
+# self-training epochs without pseudo-labels) over three label splits, then prints each
 # arm's mean and spread and its paired difference from the supervised arm.
 #
 #   examples/motion.sh [RUN_DIR]          (make motion; default runs/motion)
@@ -32,6 +33,13 @@ for seed in $SEEDS; do
     bash "$HERE/compare.sh" "$DATA" "$RUN/split_$seed" "${CONFIG:-$HERE/sequences.yaml}" > "$RUN/split_$seed.log" 2>&1 \
     || { echo "error: split $seed failed, see $RUN/split_$seed.log" >&2; exit 1; }
   tail -n 12 "$RUN/split_$seed.log"
+  # the compute-matched control: the same self-training epochs on D_l alone, no pseudo-label
+  R=$RUN/split_$seed
+  [ -f "$R/eval_control/metrics.json" ] || {
+    fgar selftrain --config "${CONFIG:-$HERE/sequences.yaml}" --ckpt-e "$R/fit/E.pt" --ckpt-a "$R/fit/A.pt" \
+      --source none --out-dir "$R/st_control" --resume \
+      && fgar evaluate --config "${CONFIG:-$HERE/sequences.yaml}" --ckpt-e "$R/st_control/E.pt" --out-dir "$R/eval_control"
+  } >> "$RUN/split_$seed.log" 2>&1 || { echo "error: control of split $seed failed, see $RUN/split_$seed.log" >&2; exit 1; }
 done
 python "$HERE/arms_summary.py" "$RUN" $(mkdir -p "$RUN"
 for seed in $SEEDS; do echo "$RUN/split_$seed"; done)
