@@ -25,7 +25,7 @@ from fgar_cli.method.pseudolabels import select_pseudo_labels, with_true_labels
 from fgar_cli.models import ScoreHead
 from fgar_cli.reproduce import resolve_names
 from fgar_cli.reproduce.plan import QUICK, Scale
-from fgar_cli.reproduce.render import header
+from fgar_cli.reproduce.render import header, strict_json
 from fgar_cli.reproduce.stats import average_precision, paired_bootstrap, t_interval, t_quantile_975
 from fgar_cli.reproduce.tables import TableResult, verdict
 
@@ -229,6 +229,18 @@ def quick_tables(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"table.json holds {name}, which strict JSON readers reject")
+
+
+def test_strict_json_turns_non_finite_numbers_into_null() -> None:
+    rows = [{"pl_accuracy": float("nan"), "top1": 0.5, "spread": [float("inf"), 1.0]}]
+    text = json.dumps(strict_json(rows))
+    assert json.loads(text, parse_constant=_reject_constant) == [
+        {"pl_accuracy": None, "top1": 0.5, "spread": [None, 1.0]}
+    ]
+
+
 ROW_FIELDS = {"method", "fraction", "labeled_per_class", "top1", "top1_std", "runs"}
 
 
@@ -237,7 +249,7 @@ def test_each_target_writes_its_table(quick_tables: Path, name: str) -> None:
     folder = quick_tables / name
     for file in ("table.md", "table.json", "table.png"):
         assert (folder / file).stat().st_size > 0
-    table = json.loads((folder / "table.json").read_text())
+    table = json.loads((folder / "table.json").read_text(), parse_constant=_reject_constant)
     assert table["scale"]["quick"] is True and table["rows"]
     text = (folder / "table.md").read_text()
     assert "QUICK form" in text
@@ -276,6 +288,13 @@ def test_table_rows_are_the_stages_own_figures(quick_tables: Path) -> None:
         assert (cell / f"fit_{variant}" / "A.pt").exists()
     four = json.loads((quick_tables / "table4" / "table.json").read_text())["rows"]
     assert all(r["open_world"] for r in four) and "novel_auroc" in four[-1]
+    # Table 5's (b') reads f_E from (b)'s run: no second self-training, the f_E figure of its metrics
+    five = {r["key"]: r for r in json.loads((quick_tables / "table5" / "table.json").read_text())["rows"]}
+    fa_alone = json.loads((cell / "eval_fa_alone" / "metrics.json").read_text())
+    assert five["fe_on_fa_labels"]["top1"] == pytest.approx(fa_alone["action"]["top1"])
+    assert five["fa_alone"]["top1"] == pytest.approx(fa_alone["alignability"]["top1"])
+    assert five["fe_on_fa_labels"]["pl_count"] == five["fa_alone"]["pl_count"]
+    assert not (cell / "st_fe_on_fa_labels").exists() and not (cell / "eval_fe_on_fa_labels").exists()
 
 
 def test_a_rerun_continues_where_it_stopped(quick_tables: Path) -> None:

@@ -133,10 +133,11 @@ class Arm:
     retrain_alignability: bool = True
     head: Head = Head.ACTION
     open_world: bool = False  # FinePseudo in the open world: `fgar openworld` (novel clips set aside)
+    runs_as: str | None = None  # the key of an arm whose runs this one reads with another head
 
     @property
     def folder(self) -> str:
-        return self.key
+        return self.runs_as or self.key
 
     @property
     def self_trains(self) -> bool:
@@ -151,6 +152,10 @@ FINEPSEUDO = Arm("finepseudo", "FinePseudo", Source.COLLAB)
 COMPUTE_MATCHED = Arm("matched", "control: same epochs, no pseudo-label", Source.NONE)
 ORACLE = Arm("oracle", "control: FinePseudo's clips, true labels", Source.COLLAB, oracle=True)
 ALIGNABILITY_ALONE = Arm("fa_alone", "(b) f_A alone", Source.ALIGNABILITY, head=Head.ALIGNABILITY)
+# The same self-training run as (b), read from f_E: what f_A's own pseudo-labels teach f_E.
+ACTION_ON_ALIGNABILITY = Arm(
+    "fe_on_fa_labels", "(b') f_E on f_A's pseudo-labels", Source.ALIGNABILITY, runs_as=ALIGNABILITY_ALONE.key
+)
 NO_METRIC_LEARNING = Arm(
     "no_metric_learning",
     "(c) no metric learning",

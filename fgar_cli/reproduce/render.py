@@ -99,6 +99,19 @@ def markdown_table(head: list[str], body: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(cells) + " |" for cells in body]
 
 
+def strict_json(value: Any) -> Any:
+    """`value` with NaN and infinities as None: JSON has no NaN, and strict readers (JavaScript,
+    jq, most non-Python tools) reject the bare `NaN` that Python writes (a rule with no
+    pseudo-label has no accuracy)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(item) for item in value]
+    return value
+
+
 def write_table(result: TableResult, scale: Scale, out: Path, console: Console) -> Path:
     """table.md, table.json and table.png in `out`; the table and its claims printed."""
     out.mkdir(parents=True, exist_ok=True)
@@ -118,7 +131,7 @@ def write_table(result: TableResult, scale: Scale, out: Path, console: Console) 
             "table": result.name,
             "title": result.title,
             "scale": scale.model_dump(mode="json"),
-            "rows": result.rows,
+            "rows": strict_json(result.rows),
             "claims": [c.__dict__ for c in result.claims],
             "notes": result.notes,
         },

@@ -223,7 +223,7 @@ class Workspace:
 
         fit = self.fitted(cell, arm.fit)
         folder = self.cell_dir(cell)
-        where = f"{arm.key} in {cell.name} of dataset {cell.synth_seed}"
+        where = f"{arm.folder} in {cell.name} of dataset {cell.synth_seed}"  # arms sharing runs share steps
         ckpt_e, ckpt_a = fit / "E.pt", fit / "A.pt"
         trained: Path | None = None
         if arm.self_trains:
