@@ -120,3 +120,42 @@ def test_auto_turns_on_when_the_videos_fit(index: DatasetIndex, monkeypatch: pyt
     forced, _ = open_cache(videos, 18, CacheMode.ON, limit_gb=expected / 2**30 / 2)
     assert forced is not None
     assert open_cache(videos, 18, CacheMode.OFF, 1.0)[0] is None
+
+
+def _entry_bytes(frames: int, side: int = 18) -> int:
+    return frames * side * side * 3 + 128  # as FrameCache counts an entry
+
+
+def test_a_full_folder_evicts_the_least_recently_used(index: DatasetIndex, tmp_path: Path) -> None:
+    """Entries left by earlier runs (their videos may be gone) make room, oldest first."""
+    earlier = cache(tmp_path)
+    a, b, folder = (index.resolve(index.entries[i]) for i in (0, 2, 3))
+    earlier.read(a, np.arange(30), 0, 30, 30)
+    earlier.read(b, np.arange(12), 0, 12, 12)
+    file_a, file_b = earlier._file(a, 0, 30), earlier._file(b, 0, 12)
+    os.utime(file_a, ns=(1, 10**18))  # a used long ago, b since
+    os.utime(file_b, ns=(1, 2 * 10**18))
+    later = cache(tmp_path, limit=_entry_bytes(30) + _entry_bytes(12) + 500)
+    decoded = later.read(folder, np.arange(10), 0, 10, 10)
+    assert not file_a.exists() and file_b.exists() and later._file(folder, 0, 10).exists()
+    assert not later.full and fc.folder_bytes(tmp_path / "cache") <= later.limit_bytes
+    np.testing.assert_array_equal(cache(tmp_path).read(folder, np.arange(10), 0, 10, 10), decoded)
+
+
+def test_a_read_marks_an_entry_recently_used(index: DatasetIndex, tmp_path: Path) -> None:
+    path = index.resolve(index.entries[0])
+    cache(tmp_path).read(path, np.arange(30), 0, 30, 30)
+    file = cache(tmp_path)._file(path, 0, 30)
+    os.utime(file, ns=(1, 10**18))
+    cache(tmp_path).read(path, np.arange(30), 0, 30, 30)  # another process maps it
+    assert file.stat().st_mtime_ns > 10**18
+
+
+def test_entries_this_process_holds_are_never_evicted(index: DatasetIndex, tmp_path: Path) -> None:
+    """A stage's own frames stay: past the bound it decodes the rest instead of thrashing."""
+    a, b = index.resolve(index.entries[0]), index.resolve(index.entries[2])
+    own = cache(tmp_path, limit=_entry_bytes(30) + 500)
+    own.read(a, np.arange(30), 0, 30, 30)
+    again = own.read(b, np.arange(12), 0, 12, 12)
+    assert own.full and own._file(a, 0, 30).exists() and not own._file(b, 0, 12).exists()
+    np.testing.assert_array_equal(again, cache(tmp_path / "other").read(b, np.arange(12), 0, 12, 12))

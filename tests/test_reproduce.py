@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from fgar_cli.checkpoints import load_checkpoint
-from fgar_cli.config import PseudoLabeling, Source
+from fgar_cli.config import EvaluateConfig, PseudoLabeling, RunConfig, SelfTrainConfig, Source
 from fgar_cli.data.index import NO_TRUTH
 from fgar_cli.errors import FgarError
 from fgar_cli.inference import _mc_dropout
@@ -28,6 +28,7 @@ from fgar_cli.reproduce.plan import QUICK, Scale
 from fgar_cli.reproduce.render import header, strict_json
 from fgar_cli.reproduce.stats import average_precision, paired_bootstrap, t_interval, t_quantile_975
 from fgar_cli.reproduce.tables import TableResult, verdict
+from fgar_cli.reproduce.workspace import Workspace
 
 from helpers import encoders, fgar
 
@@ -227,6 +228,17 @@ def quick_tables(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (out / "make.log").write_text(done.stdout)
     return out
+
+
+def test_the_frame_cache_holds_every_dataset_of_a_reproduction(tmp_path: Path) -> None:
+    """Steps cycle over the datasets; a cache smaller than all of them would evict each in turn."""
+    scale = Scale(config=str(REPO / "examples" / "demo.yaml"))
+    workspace = Workspace(tmp_path / "work", scale)
+    for model, section in ((EvaluateConfig, "evaluate"), (SelfTrainConfig, "selftrain")):
+        cfg = workspace._config(model, section, {})
+        assert cfg.run.frame_cache_gb * 2**30 >= scale.decoded_bytes(64) > RunConfig().frame_cache_gb * 2**30
+    small = Scale(config=str(REPO / "examples" / "demo.yaml"), synth_seeds=[11], classes=4)
+    assert Workspace(tmp_path / "w2", small)._config(EvaluateConfig, "evaluate", {}).run == RunConfig()
 
 
 def _reject_constant(name: str) -> None:

@@ -11,7 +11,11 @@ clip decoded from the video, bit for bit (`tests/test_frame_cache.py`).
   stale frames: it gets another key. (A process looks a video's key up once, at its first read from
   the cache, and keeps the file mapped; a video changed while a stage runs is seen by the next one.)
 * One file per entry, written atomically, so DataLoader workers and concurrent stages can share it.
-* Bounded: `limit_bytes` for the whole folder; past it, clips are decoded as if there were no cache.
+* Bounded: `limit_bytes` for the whole folder. Past it, the least recently used entries are removed
+  (every process touches a file's time when it first maps it), never one this process holds open, so
+  entries of videos that no longer exist (regenerated datasets, other runs) cannot fill the folder
+  for good. When only this process's own entries are left, clips are decoded as if there were no
+  cache. Another process may still have a removed file mapped: Linux keeps it until unmapped.
 * `auto` (the default) turns the cache on when the run's videos fit in the limit at this size, and
   says how big they would be when they do not (`--set run.frame_cache=on` then caches up to the limit).
 Where: $FGAR_CACHE_DIR, else $XDG_CACHE_HOME/fgar, else ~/.cache/fgar, in `frames/<short side>/`.
@@ -72,9 +76,10 @@ class FrameCache:
     # This process's open maps, by source and range: the key (a stat of the video) is taken once per
     # process, and an epoch's reads cost one slice each. Not pickled to DataLoader workers.
     _maps: dict[tuple[str, int, int], np.ndarray] = field(default_factory=dict, repr=False)
+    _mine: set[Path] = field(default_factory=set, repr=False)  # files this process read or wrote
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_maps": {}}
+        return {**self.__dict__, "_maps": {}, "_mine": set()}
 
     def _file(self, path: Path, start: int, end: int) -> Path:
         key = hashlib.sha1(f"v{VERSION}|{_source_key(path)}|{start}|{end}|{self.short_side}".encode()).hexdigest()
@@ -90,7 +95,10 @@ class FrameCache:
         if file.exists():
             try:
                 frames = np.load(file, mmap_mode="r")
+                with contextlib.suppress(OSError):
+                    os.utime(file)  # recently used: the last to be evicted
                 self._maps[(str(path), start, end)] = frames
+                self._mine.add(file)
                 self.hits += 1
                 return np.ascontiguousarray(frames[indices - start])
             except (OSError, ValueError):  # damaged (a disk error): decode again below
@@ -104,16 +112,40 @@ class FrameCache:
         if self.used_bytes < 0:
             self.used_bytes = folder_bytes(self.folder)
         size = frames.nbytes + 128
-        if self.full or self.used_bytes + size > self.limit_bytes:
+        if self.full or size > self.limit_bytes:
             self.full = True
             return
+        if self.used_bytes + size > self.limit_bytes:
+            self._evict(self.used_bytes + size - self.limit_bytes + self.limit_bytes // 10)
+            if self.used_bytes + size > self.limit_bytes:
+                self.full = True
+                return
         try:
             with atomic_path(file) as tmp, open(tmp, "wb") as f:
                 np.save(f, frames)
         except Exception:  # noqa: BLE001 (a cache that cannot be written is only a slower run)
             self.full = True
             return
+        self._mine.add(file)
         self.used_bytes += size
+
+    def _evict(self, wanted: int) -> None:
+        """Remove least recently used entries, not this process's, until `wanted` bytes are free
+        (a tenth of the limit more than the entry needs, so a full folder is not scanned per clip)."""
+        entries = []
+        for f in self.folder.rglob("*.npy"):
+            with contextlib.suppress(OSError):
+                if f not in self._mine:
+                    stat = f.stat()
+                    entries.append((stat.st_mtime_ns, stat.st_size, f))
+        freed = 0
+        for _, size, f in sorted(entries):
+            if freed >= wanted:
+                break
+            with contextlib.suppress(OSError):  # another process may have removed it first
+                f.unlink()
+                freed += size
+        self.used_bytes = max(self.used_bytes - freed, 0)
 
 
 def estimated_bytes(paths_and_frames: list[tuple[Path, int]], short_side: int) -> int | None:

@@ -55,6 +55,11 @@ class Scale(Config):
     def videos_per_class(self) -> int:
         return self.train_per_class + self.test_per_class
 
+    def decoded_bytes(self, short_side: int) -> int:
+        """About how many bytes every dataset's frames take decoded at `short_side` (the frame cache)."""
+        per_dataset = self.classes * self.videos_per_class * self.frames * short_side * short_side * 3
+        return len(self.synth_seeds) * per_dataset
+
     @property
     def test_fraction(self) -> float:
         """`fgar synth --test-fraction` that gives `test_per_class` test videos of each class."""

@@ -33,6 +33,7 @@ from fgar_cli.config import (
 )
 from fgar_cli.data.index import load_index, save_index
 from fgar_cli.data.splits import make_split, save_split
+from fgar_cli.data.transforms import ClipTransform
 from fgar_cli.progress import console
 from fgar_cli.reproduce.plan import Arm, Cell, FitVariant, Head, Scale
 
@@ -107,7 +108,18 @@ class Workspace:
         return STEP_SECONDS[kind] * ratio
 
     def _config(self, model: type[C], section: str, overrides: Mapping[str, Any]) -> C:
-        return build_config(model, self.scale.config, overrides, section=section)
+        cfg = build_config(model, self.scale.config, overrides, section=section)
+        run, clip = getattr(cfg, "run", None), getattr(cfg, "clip", None)
+        if run is None:
+            return cfg
+        # The steps cycle over the datasets (seed 11, 12, 13, 11, ...): a frame cache smaller than
+        # all of their frames would evict each dataset before its next step, so make it fit them.
+        # (Stages that take the clip from a checkpoint decode at its size, the generated one here.)
+        short_side = max(self.scale.size, ClipTransform(clip.size, train=False).short_side if clip else 0)
+        needed_gb = self.scale.decoded_bytes(short_side) * 1.25 / 2**30
+        if run.frame_cache_gb >= needed_gb:
+            return cfg
+        return cfg.model_copy(update={"run": run.model_copy(update={"frame_cache_gb": round(needed_gb, 2)})})
 
     # ------------------------------------------------------------------ per generated dataset
 
