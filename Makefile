@@ -9,7 +9,7 @@ DEMO   ?= demo
 # torch/torchvision pair known to work together; users with a GPU may install their own first.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test demo lint bench clean-demo table1 table4 table5 table6 fig1c tables motion
+.PHONY: setup test demo lint bench clean-demo table1 table2 table4 table5 table6 fig1c tables motion
 
 setup: $(STAMP)
 
@@ -36,7 +36,7 @@ demo: setup
 REPRO_ARGS = $(if $(QUICK),--quick) $(if $(SYNTH_SEEDS),--synth-seeds "$(SYNTH_SEEDS)") \
 	$(if $(SPLITS),--splits "$(SPLITS)") $(if $(OUT),--out-dir "$(OUT)")
 
-table1 table4 table5 table6 fig1c tables: setup
+table1 table2 table4 table5 table6 fig1c tables: setup
 	$(BIN)/fgar reproduce $@ $(REPRO_ARGS)
 
 # Real recorded motion (issue 12): supervised, PL and FinePseudo on the UEA/UCR PickupGestureWiimoteZ

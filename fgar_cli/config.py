@@ -549,6 +549,24 @@ class ExportConfig(Config):
     out: str | None = Field(None, description="the file to write; default: E.torchscript.pt, or E.onnx for onnx")
 
 
+DEFAULT_FEATURE_SIZE = 224  # `fgar data features --backbone`'s frame size; an f_A checkpoint brings its own
+
+
+class FeaturesConfig(Config):
+    """`fgar data features`: what to embed, with which frozen backbone, and where to."""
+
+    index: str = Field(description="video index JSON (fgar data index)")
+    out_dir: str = Field(description="folder for features.h5 and index.json")
+    ckpt_a: str | None = Field(None, description="f_A checkpoint whose frame backbone embeds the frames")
+    backbone: str | None = Field(None, description="torchvision classification model name (with weights)")
+    weights: str | None = Field(None, description="state dict file for backbone")
+    stride: int = Field(1, ge=1, description="embed every stride-th frame")
+    batch_size: int = Field(64, ge=1, description="frames per forward pass")
+    size: int | None = Field(None, ge=16, le=1024, description=f"frame side for backbone; None: {DEFAULT_FEATURE_SIZE}")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    force: bool = Field(False, description="replace a complete feature store in out_dir")
+
+
 class OpenWorldConfig(SelfTrainConfig):
     """`fgar openworld`: self-training that sets novel clips aside."""
 

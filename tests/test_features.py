@@ -15,7 +15,6 @@ import torchvision
 
 import fgar_cli.stages.features as stage
 from fgar_cli.checkpoints import CheckpointRecord, load_alignability_weights, model_fields, save_checkpoint
-from fgar_cli.commands import features as command
 from fgar_cli.config import (
     AlignabilityEncoderConfig,
     ClipConfig,
@@ -240,10 +239,3 @@ def test_video_that_does_not_decode_is_skipped(cli: Cli, video_index: Path, ckpt
     assert [e.id for e in index.entries] == [e.id for i, e in enumerate(videos.entries) if i != 1]
     assert index.skipped[-1]["path"] == str(broken)
     assert videos.entries[1].id not in stored(out)
-
-
-def test_command_defaults_are_the_configs():
-    fields = stage.FeaturesConfig.model_fields
-    assert command.DEFAULT_STRIDE == fields["stride"].default
-    assert command.DEFAULT_BATCH_SIZE == fields["batch_size"].default
-    assert command.DEFAULT_DEVICE == fields["device"].default

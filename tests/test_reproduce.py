@@ -17,7 +17,7 @@ import torch
 
 from fgar_cli.checkpoints import load_checkpoint
 from fgar_cli.config import EvaluateConfig, PseudoLabeling, RunConfig, SelfTrainConfig, Source
-from fgar_cli.data.index import NO_TRUTH
+from fgar_cli.data.index import NO_TRUTH, load_index
 from fgar_cli.errors import FgarError
 from fgar_cli.inference import _mc_dropout
 from fgar_cli.losses import alignability_loss
@@ -204,7 +204,7 @@ def test_header_marks_development_seeds_and_quick_runs() -> None:
     assert "not a result" in "\n".join(header(result, Scale(synth_seeds=[1, 11])))
     assert "not a result" not in "\n".join(header(result, Scale()))
     assert "QUICK form" in "\n".join(header(result, QUICK))
-    assert resolve_names(["tables"]) == ["table1", "table6", "table5", "table4", "fig1c"]
+    assert resolve_names(["tables"]) == ["table1", "table2", "table6", "table5", "table4", "fig1c"]
     with pytest.raises(FgarError, match="unknown table 'table9'"):
         resolve_names(["table9"])
 
@@ -256,7 +256,7 @@ def test_strict_json_turns_non_finite_numbers_into_null() -> None:
 ROW_FIELDS = {"method", "fraction", "labeled_per_class", "top1", "top1_std", "runs"}
 
 
-@pytest.mark.parametrize("name", ["table1", "table4", "table5", "table6", "fig1c"])
+@pytest.mark.parametrize("name", ["table1", "table2", "table4", "table5", "table6", "fig1c"])
 def test_each_target_writes_its_table(quick_tables: Path, name: str) -> None:
     folder = quick_tables / name
     for file in ("table.md", "table.json", "table.png"):
@@ -307,6 +307,32 @@ def test_table_rows_are_the_stages_own_figures(quick_tables: Path) -> None:
     assert five["fa_alone"]["top1"] == pytest.approx(fa_alone["alignability"]["top1"])
     assert five["fe_on_fa_labels"]["pl_count"] == five["fa_alone"]["pl_count"]
     assert not (cell / "st_fe_on_fa_labels").exists() and not (cell / "eval_fe_on_fa_labels").exists()
+
+
+def test_table2_trains_on_frozen_features_of_the_same_split(quick_tables: Path) -> None:
+    """Table 2's feature rows read GITDL's frozen frame features with the video cell's split; its
+    end-to-end rows are Table 1's own runs (make tables ran Table 1 first), not new ones."""
+    work = quick_tables / "work" / "synth11"
+    store = load_index(work / "features" / "index.json")
+    videos = load_index(work / "index.json")
+    assert store.is_sequence and [e.id for e in store.entries] == [e.id for e in videos.entries]
+    fitted = json.loads((work / "f0.5_split0_features" / "fit_full" / "run.json").read_text())["config"]
+    assert fitted["data"] == {
+        "index": str(work / "features" / "index.json"),
+        "split": str(work / "f0.5_split0" / "split.json"),
+    }
+    assert fitted["action"]["arch"] == "tcn" and fitted["alignability"]["backbone"] == "mlp"
+    assert fitted["init_e"] is None and fitted["init_a"] is None  # the frozen backbone is the only start
+    two = json.loads((quick_tables / "table2" / "table.json").read_text())["rows"]
+    one = {r["key"]: r for r in json.loads((quick_tables / "table1" / "table.json").read_text())["rows"]}
+    frozen = [r for r in two if r["inputs"] != "video"]
+    end_to_end = {r["key"]: r for r in two if r["inputs"] == "video"}
+    assert [r["key"] for r in frozen] == ["supervised", "pl", "ups", "finepseudo"]
+    assert set(end_to_end) == {"supervised", "pl", "ups", "finepseudo"}
+    for key, row in end_to_end.items():
+        assert row["top1"] == pytest.approx(one[key]["top1"])
+    evaluated = json.loads((work / "f0.5_split0_features" / "eval_finepseudo" / "metrics.json").read_text())
+    assert frozen[-1]["top1"] == pytest.approx(evaluated["top1"])
 
 
 def test_a_rerun_continues_where_it_stopped(quick_tables: Path) -> None:

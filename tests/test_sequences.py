@@ -447,7 +447,7 @@ def test_index_npz_all_unreadable_and_outside_root(tmp_path: Path, cli: Cli) -> 
     cli(args).error_line(str(root / "a.npy"), "none of the 1 sequences could be read")
     np.save(tmp_path / "outside.npy", np.zeros((2, 2)))
     csv_path.write_text("path,label\n../outside.npy,x\n")
-    cli(args).error_line("lies outside the dataset root", "--allow-outside-root")
+    cli(args).error_line("sequence ", "lies outside the dataset root", "--allow-outside-root")
     assert cli([*args, "--allow-outside-root"]).code == 0
 
 

@@ -32,7 +32,8 @@ from fgar_cli.errors import FgarError
 from fgar_cli.files import check_output_file, read_bytes
 
 data_app = typer.Typer(
-    help="Dataset indexes, label splits and a viewer for fgar files.",
+    help="Dataset indexes (videos, .ts and .npy/.npz sequences), label splits, frozen-backbone features "
+    "and a viewer for fgar files.",
     no_args_is_help=True,
     epilog="Example: fgar data index --format diving48 --root /data/Diving48 --out d48.json",
 )

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fgar_cli.commands.options import default_note
+from fgar_cli.config import FeaturesConfig, validate
 
 console = Console()
 
@@ -22,16 +23,16 @@ FEATURES_EPILOG = (
 )
 
 BACKBONE = "Backbone"
-DEFAULT_STRIDE = 1  # FeaturesConfig's defaults; tests/test_features.py checks that they agree
-DEFAULT_BATCH_SIZE = 64
-DEFAULT_DEVICE = "auto"
+DEFAULTS = FeaturesConfig.model_fields  # the options' defaults are the config's
 
 
 def features_command(
     index: Path = typer.Option(
         ..., "--index", metavar="FILE", help="Video index JSON, from `fgar data index`.", rich_help_panel="Data"
     ),
-    stride: int = typer.Option(DEFAULT_STRIDE, "--stride", help="Embed every N-th frame.", rich_help_panel="Data"),
+    stride: int = typer.Option(
+        DEFAULTS["stride"].default, "--stride", help="Embed every N-th frame.", rich_help_panel="Data"
+    ),
     ckpt_a: Path | None = typer.Option(
         None,
         "--ckpt-a",
@@ -76,10 +77,10 @@ def features_command(
         rich_help_panel="Output",
     ),
     batch_size: int = typer.Option(
-        DEFAULT_BATCH_SIZE, "--batch-size", help="Frames per forward pass.", rich_help_panel="Run"
+        DEFAULTS["batch_size"].default, "--batch-size", help="Frames per forward pass.", rich_help_panel="Run"
     ),
     device: str = typer.Option(
-        DEFAULT_DEVICE,
+        DEFAULTS["device"].default,
         "--device",
         help="Where to run: auto (a GPU when there is one), cpu, cuda or cuda:N.",
         rich_help_panel="Run",
@@ -91,8 +92,7 @@ def features_command(
     a sequence index with the video index's ids, labels and subsets, which every training stage reads.
     An interrupted run continues where it stopped when rerun; videos that do not decode are skipped.
     """
-    from fgar_cli.config import validate
-    from fgar_cli.stages.features import FeaturesConfig, compute_features  # imports torch: only when run
+    from fgar_cli.stages.features import compute_features  # imports torch: only when run
 
     values = {
         "index": str(index),

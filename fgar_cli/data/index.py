@@ -50,6 +50,9 @@ class VideoEntry:
     group: str = ""  # subject or recording; splits keep a group on one side ("" : every entry its own)
 
 
+SEQUENCE_FORMATS = ("ts", "npz", "features")  # indexes of per-step vectors, not videos
+
+
 @dataclass
 class DatasetIndex:
     format: str
@@ -77,8 +80,9 @@ class DatasetIndex:
         for entry in self.entries:
             target = os.path.normpath(os.path.abspath(self.resolve(entry)))
             if os.path.commonpath([root, target]) != root:
+                kind = "sequence" if self.is_sequence or self.format in SEQUENCE_FORMATS else "video"
                 raise FgarError(
-                    f"{where}: video '{entry.id}' lies outside the dataset root {root} ({entry.path}); "
+                    f"{where}: {kind} '{entry.id}' lies outside the dataset root {root} ({entry.path}); "
                     "pass --allow-outside-root to index it anyway"
                 )
 

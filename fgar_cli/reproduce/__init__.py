@@ -20,7 +20,7 @@ from fgar_cli.reproduce.workspace import Workspace
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 PAPER_FILE = REPOSITORY / "reproductions" / "paper.json"
-ORDER = ("table1", "table6", "table5", "table4", "fig1c")  # table1 first: the others reuse its runs
+ORDER = ("table1", "table2", "table6", "table5", "table4", "fig1c")  # table1 first: the others reuse its runs
 
 
 def load_paper(path: Path = PAPER_FILE) -> dict[str, Any]:
@@ -51,7 +51,12 @@ def reproduce(names: list[str], scale: Scale, out: Path, paper_file: Path = PAPE
     table into `out`/<name>/. Returns the table.md files."""
     tables = resolve_names(names)
     paper = load_paper(paper_file)
-    scale = scale.model_copy(update={"config": str(resolve_config(scale.config))})
+    scale = scale.model_copy(
+        update={
+            "config": str(resolve_config(scale.config)),
+            "sequence_config": str(resolve_config(scale.sequence_config)),
+        }
+    )
     development = sorted(set(scale.synth_seeds) & set(DEVELOPMENT_SEEDS))
     if development and not scale.quick:
         console.print(f"warning: generator seeds {development} were used for development; the tables will say so")

@@ -39,6 +39,9 @@ class Scale(Config):
     openworld_fractions: list[float] = Field([0.2, 0.4], min_length=1, description="Table 4's (the paper's 10, 20%)")
     known_classes: int = Field(8, ge=2, description="Table 4: known classes; the rest (a third) are novel")
     config: str = Field("examples/demo.yaml", description="stage options (one table per stage)")
+    sequence_config: str = Field(
+        "examples/sequences.yaml", description="Table 2: stage options on frozen per-frame features"
+    )
     bootstrap: int = Field(1000, ge=100, description="paired bootstrap replicates per run")
     pair_clips: int = Field(240, ge=4, description="Fig. 1(c): test clips whose pairs are verified")
     quick: bool = Field(False, description="the small form: exercises every step, reports nothing")
@@ -79,6 +82,7 @@ QUICK = Scale(
     openworld_fractions=[0.5],
     known_classes=3,
     config="reproductions/quick.yaml",
+    sequence_config="reproductions/quick_sequences.yaml",
     bootstrap=100,
     pair_clips=12,
     quick=True,
@@ -91,11 +95,13 @@ class Cell:
     split_seed: int
     fraction: float
     open_world: bool = False
+    features: bool = False  # Table 2: on the frozen GITDL backbone's per-frame features, not on video
 
     @property
     def name(self) -> str:
         world = "_open" if self.open_world else ""
-        return f"f{self.fraction:g}_split{self.split_seed}{world}"
+        inputs = "_features" if self.features else ""
+        return f"f{self.fraction:g}_split{self.split_seed}{world}{inputs}"
 
 
 class FitVariant(StrEnum):

@@ -13,7 +13,7 @@ from rich.table import Table
 from fgar_cli.artifacts import atomic_write_json, atomic_write_text
 from fgar_cli.metrics import pyplot
 from fgar_cli.reproduce.plan import DEVELOPMENT_SEEDS, Scale
-from fgar_cli.reproduce.tables import TableResult
+from fgar_cli.reproduce.tables import TableResult, shown_path
 
 COLUMN_NAMES = {
     "pl_count": "PL count",
@@ -51,18 +51,10 @@ def header(result: TableResult, scale: Scale) -> list[str]:
     lines += [
         f"Embedded benchmark (`fgar synth`): {scale.classes} classes, {scale.train_per_class} training and "
         f"{scale.test_per_class} test videos per class; generator seeds {scale.synth_seeds} x label splits "
-        f"{scale.splits} = {scale.runs} runs per cell; stage options {_shown(scale.config)}.",
+        f"{scale.splits} = {scale.runs} runs per cell; stage options {shown_path(scale.config)}.",
         "",
     ]
     return lines
-
-
-def _shown(config: str) -> str:
-    """The stage options file, relative to the repository when it lies in it."""
-    from fgar_cli.reproduce import REPOSITORY
-
-    path = Path(config)
-    return str(path.relative_to(REPOSITORY)) if path.is_relative_to(REPOSITORY) else config
 
 
 def top1_rows(result: TableResult) -> tuple[list[str], list[list[str]]]:

@@ -9,6 +9,8 @@ stages themselves resume an interrupted training from its last epoch).
                      <cell>/fit_<variant>/E.pt, A.pt    fit-labeled
                      <cell>/st_<arm>/                     selftrain or openworld
                      <cell>/eval_<arm>/metrics.json        evaluate (predictions.h5 beside it)
+                     features/features.h5, index.json     Table 2: fgar data features --ckpt-a A0.pt
+                     <cell>_features/fit_full/, st_<arm>/, eval_<arm>/   the same on the features
 
 The stages run in this process with typed configs built as the command line builds them: the stage
 options file's table for the stage, then the keys each step sets.
@@ -18,13 +20,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from fgar_cli.config import (
     C,
     EvaluateConfig,
+    FeaturesConfig,
     FitLabeledConfig,
     OpenWorldConfig,
     PretrainConfig,
@@ -47,6 +50,10 @@ STEP_SECONDS = {
     "fit": 64.0,
     "selftrain": 50.0,
     "evaluate": 16.0,
+    "features": 120.0,  # Table 2: the frozen backbone over every frame of a dataset
+    "fit_sequences": 40.0,
+    "selftrain_sequences": 30.0,
+    "evaluate_sequences": 4.0,
 }
 
 
@@ -107,8 +114,11 @@ class Workspace:
         ratio = (self.scale.classes * self.scale.videos_per_class) / (default.classes * default.videos_per_class)
         return STEP_SECONDS[kind] * ratio
 
-    def _config(self, model: type[C], section: str, overrides: Mapping[str, Any]) -> C:
-        cfg = build_config(model, self.scale.config, overrides, section=section)
+    def _config(self, model: type[C], section: str, overrides: Mapping[str, Any], features: bool = False) -> C:
+        """The stage's config as its command line builds it: the stage options file's table (the
+        sequence one for feature cells), then `overrides`."""
+        options_file = self.scale.sequence_config if features else self.scale.config
+        cfg = build_config(model, options_file, overrides, section=section)
         run, clip = getattr(cfg, "run", None), getattr(cfg, "clip", None)
         if run is None:
             return cfg
@@ -188,12 +198,32 @@ class Workspace:
             paths.append(out / file)
         return paths[0], paths[1]
 
+    def features_index(self, synth_seed: int) -> Path:
+        """Table 2's inputs: every frame of the dataset through the frozen frame backbone of GITDL's
+        A0.pt (`fgar data features --ckpt-a A0.pt`); its index keeps the video ids, so splits apply."""
+        from fgar_cli.stages.features import INDEX_FILE, compute_features
+
+        index, (a0, _) = self.index(synth_seed), self.pretrained(synth_seed)
+        out = self.dataset_dir(synth_seed) / "features"
+        self._step(
+            "features",
+            f"frozen GITDL features of dataset {synth_seed}",
+            out / INDEX_FILE,
+            lambda: compute_features(FeaturesConfig(index=str(index), out_dir=str(out), ckpt_a=str(a0))),
+        )
+        return out / INDEX_FILE
+
     # ------------------------------------------------------------------ per cell
+
+    def cell_index(self, cell: Cell) -> Path:
+        return self.features_index(cell.synth_seed) if cell.features else self.index(cell.synth_seed)
 
     def cell_dir(self, cell: Cell) -> Path:
         return self.dataset_dir(cell.synth_seed) / cell.name
 
     def split(self, cell: Cell) -> Path:
+        if cell.features:  # the video cell's split: the same labeled clips and test videos, paired
+            return self.split(replace(cell, features=False))
         index, path = self.index(cell.synth_seed), self.cell_dir(cell) / "split.json"
         known = self.scale.known_classes if cell.open_world else None
         self._step(
@@ -208,9 +238,21 @@ class Workspace:
         """The fit-labeled folder (E.pt, A.pt) of `variant` in `cell`."""
         from fgar_cli.stages.fit_labeled import SUMMARY_FILE, fit_labeled
 
-        index, split = self.index(cell.synth_seed), self.split(cell)
-        a0, e0 = self.pretrained(cell.synth_seed)
+        index, split = self.cell_index(cell), self.split(cell)
         out = self.cell_dir(cell) / f"fit_{variant.value}"
+        if cell.features:
+            # f_E (tcn) and f_A (mlp + VTN) from random weights: the self-supervised part is the
+            # frozen GITDL backbone the features come from, as AIM trains adapters on a frozen ViT
+            assert variant == FitVariant.FULL, "Table 2 fits the full method only"
+            options = {"data": {"index": str(index), "split": str(split)}, "out_dir": str(out), "resume": True}
+            self._step(
+                "fit_sequences",
+                f"fit-labeled on features in {cell.name} of dataset {cell.synth_seed}",
+                out / SUMMARY_FILE,
+                lambda: fit_labeled(self._config(FitLabeledConfig, "fit_labeled", options, features=True)),
+            )
+            return out
+        a0, e0 = self.pretrained(cell.synth_seed)
         options: dict[str, Any] = {
             "data": {"index": str(index), "split": str(split)},
             "init_e": str(e0),
@@ -227,6 +269,10 @@ class Workspace:
         )
         return out
 
+    def has_run(self, cells: list[Cell], arm: Arm) -> bool:
+        """Whether `arm` has been evaluated in every one of `cells` (nothing is run to find out)."""
+        return all((self.cell_dir(c) / f"eval_{arm.folder}" / "metrics.json").exists() for c in cells)
+
     def arm(self, cell: Cell, arm: Arm) -> ArmFolders:
         """Run `arm` in `cell` (self-training when it has any, then evaluation); its folders."""
         from fgar_cli.stages.evaluate import evaluate
@@ -235,6 +281,7 @@ class Workspace:
 
         fit = self.fitted(cell, arm.fit)
         folder = self.cell_dir(cell)
+        on = "_sequences" if cell.features else ""  # the step kinds of feature cells (their cost)
         where = f"{arm.folder} in {cell.name} of dataset {cell.synth_seed}"  # arms sharing runs share steps
         ckpt_e, ckpt_a = fit / "E.pt", fit / "A.pt"
         trained: Path | None = None
@@ -251,17 +298,17 @@ class Workspace:
             }
             if arm.open_world:
                 self._step(
-                    "selftrain",
+                    f"selftrain{on}",
                     f"openworld {where}",
                     trained / "metrics.json",
-                    lambda: openworld(self._config(OpenWorldConfig, "selftrain", options)),
+                    lambda: openworld(self._config(OpenWorldConfig, "selftrain", options, cell.features)),
                 )
                 return ArmFolders(trained / "eval", trained)
             self._step(
-                "selftrain",
+                f"selftrain{on}",
                 f"selftrain {where}",
                 trained / "selftrain.json",
-                lambda: selftrain(self._config(SelfTrainConfig, "selftrain", options)),
+                lambda: selftrain(self._config(SelfTrainConfig, "selftrain", options, cell.features)),
             )
             ckpt_e, ckpt_a = trained / "E.pt", trained / "A.pt"
         evaluated = folder / f"eval_{arm.folder}"
@@ -270,9 +317,10 @@ class Workspace:
             # f_A's heads cost twice f_E's at 3 views: scored only for the arms that report them
             with_a = arm.head == Head.ALIGNABILITY
             options = {"ckpt_e": str(ckpt_e), "ckpt_a": str(ckpt_a) if with_a else None}
-            evaluate(self._config(EvaluateConfig, "evaluate", options | {"out_dir": str(evaluated)}))
+            config = self._config(EvaluateConfig, "evaluate", options | {"out_dir": str(evaluated)}, cell.features)
+            evaluate(config)
 
-        self._step("evaluate", f"evaluate {where}", evaluated / "metrics.json", run_evaluate)
+        self._step(f"evaluate{on}", f"evaluate {where}", evaluated / "metrics.json", run_evaluate)
         return ArmFolders(evaluated, trained)
 
 

@@ -37,13 +37,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
 from fgar_cli import __version__
 from fgar_cli.artifacts import sha256_file
 from fgar_cli.checkpoints import build_model, load_checkpoint
-from fgar_cli.config import ClipConfig, Config, validate
+from fgar_cli.config import DEFAULT_FEATURE_SIZE, ClipConfig, FeaturesConfig, validate
 from fgar_cli.data.index import DatasetIndex, VideoEntry, load_index, save_index
 from fgar_cli.data.sequences import FEATURES_SCHEMA, SEQUENCES_GROUP
 from fgar_cli.data.transforms import ClipTransform
@@ -62,23 +61,7 @@ PENDING_GROUP = "pending"  # an entry is written here first, then moved into seq
 DECODE_FRAMES = 256  # frames decoded at a time (about): bounds the memory that long, large videos take
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_SIZE = 224  # --backbone's frame size; an f_A checkpoint brings its own
 HEAD_NAMES = ("fc", "head", "heads", "classifier")  # torchvision's names for the classifier
-
-
-class FeaturesConfig(Config):
-    """`fgar data features`: what to embed, with which frozen backbone, and where to."""
-
-    index: str = Field(description="video index JSON (fgar data index)")
-    out_dir: str = Field(description="folder for features.h5 and index.json")
-    ckpt_a: str | None = Field(None, description="f_A checkpoint whose frame backbone embeds the frames")
-    backbone: str | None = Field(None, description="torchvision classification model name (with weights)")
-    weights: str | None = Field(None, description="state dict file for backbone")
-    stride: int = Field(1, ge=1, description="embed every stride-th frame")
-    batch_size: int = Field(64, ge=1, description="frames per forward pass")
-    size: int | None = Field(None, ge=16, le=1024, description=f"frame side for backbone; None: {DEFAULT_SIZE}")
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    force: bool = Field(False, description="replace a complete feature store in out_dir")
 
 
 @dataclass(frozen=True)
@@ -263,7 +246,7 @@ def load_frame_encoder(cfg: FeaturesConfig, device: torch.device) -> FrameEncode
         return alignability_frame_encoder(Path(cfg.ckpt_a), cfg.size, device)
     if cfg.weights is None:
         raise FgarError(f"--backbone {cfg.backbone}: needs --weights FILE (fgar never downloads weights)")
-    return torchvision_frame_encoder(cfg.backbone, Path(cfg.weights), cfg.size or DEFAULT_SIZE, device)
+    return torchvision_frame_encoder(cfg.backbone, Path(cfg.weights), cfg.size or DEFAULT_FEATURE_SIZE, device)
 
 
 def alignability_frame_encoder(path: Path, size: int | None, device: torch.device) -> FrameEncoder:
