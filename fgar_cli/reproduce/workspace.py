@@ -42,18 +42,19 @@ from fgar_cli.reproduce.plan import Arm, Cell, FitVariant, Head, Scale
 
 # Seconds each step takes at the default scale on the 2-core development machine (docs/RESULTS.md):
 # the estimate printed before a reproduction starts. Smaller scales are scaled by their video count.
-STEP_SECONDS = {
-    "synth": 80.0,
-    "index": 16.0,
-    "pretrain": 45.0,
-    "pretrain_action": 270.0,
-    "fit": 64.0,
-    "selftrain": 50.0,
-    "evaluate": 16.0,
-    "features": 120.0,  # Table 2: the frozen backbone over every frame of a dataset
-    "fit_sequences": 40.0,
-    "selftrain_sequences": 30.0,
-    "evaluate_sequences": 4.0,
+STEP_SECONDS = {  # measured: `make table1` from nothing, 2026-12-03, 108 steps in 38 min (docs/RESULTS.md)
+    "synth": 46.0,
+    "index": 2.0,
+    "pretrain": 20.0,
+    "pretrain_action": 200.0,
+    "fit": 39.0,
+    "selftrain": 24.0,
+    "evaluate": 8.0,
+    # measured: `make table2` after table1, 75 steps in 38 min
+    "features": 30.0,  # Table 2: the frozen backbone over every frame of a dataset
+    "fit_sequences": 61.0,
+    "selftrain_sequences": 58.0,
+    "evaluate_sequences": 2.0,
 }
 
 
