@@ -227,6 +227,11 @@ class ActionEncoderConfig(Config):
     input_dim: int = Field(
         0, ge=0, description="tcn: size D of each step's vector, set from the dataset index (0: video)"
     )
+    frame_order: list[int] | None = Field(
+        None,
+        description="the frames the trunk sees, as positions in the sampled clip (SeFAR's dual-level elements, "
+        "set by `selftrain --method sefar`); None: the clip as sampled",
+    )
 
 
 class AlignabilityEncoderConfig(Config):
@@ -490,8 +495,54 @@ class PseudoLabelConfig(Config):
     out_dir: str | None = Field(None, description="where gallery.h5 and pseudo.h5 go; default: beside ckpt_e")
 
 
+class SelfTrainMethod(StrEnum):
+    """`fgar selftrain --method`: FinePseudo's rounds, or a peer method's teacher-student training."""
+
+    FINEPSEUDO = "finepseudo"  # Algorithm 1: rounds of pseudo-labeling, then training on D_l + pseudo-labels
+    FIXMATCH = "fixmatch"  # Sohn et al. 2020, with an EMA teacher: weak/strong views, thresholded consistency
+    SEFAR = "sefar"  # Huang et al. AAAI 2025: dual-level elements, their reversal, Adaptive Regulation
+    ACL_MTL = "acl-mtl"  # adaptive contrastive learning + multi-scale temporal learning
+
+    @property
+    def teacher_student(self) -> bool:
+        return self != SelfTrainMethod.FINEPSEUDO
+
+
+class TeacherStudentTraining(Config):
+    """The base every peer method shares (FixMatch with a mean teacher, as SeFAR uses it): each step
+    takes a batch of labeled clips and `unlabeled_ratio` times as many unlabeled clips; the EMA teacher
+    labels each unlabeled clip's weak view, the student learns the label from its strong view."""
+
+    epochs: int = Field(10, ge=1, description="passes over the unlabeled clips")
+    batch_size: int | None = Field(None, ge=1, description="labeled clips per step; None: the one f_E was trained with")
+    unlabeled_ratio: int = Field(2, ge=1, description="unlabeled clips per labeled clip in a step (FixMatch's mu)")
+    threshold: float = Field(0.95, ge=0, le=1, description="teacher confidence an unlabeled clip needs (FixMatch's tau)")
+    unsupervised_weight: float = Field(1.0, ge=0, description="weight of the unlabeled loss (FixMatch's lambda_u)")
+    ema_decay: float = Field(0.99, ge=0, lt=1, description="teacher = decay x teacher + (1 - decay) x student, per step")
+    lr: float | None = Field(None, gt=0, description="the student's learning rate; None: the one f_E was trained with")
+    strong_augment: Augmentation = Field(
+        Augmentation(min_scale=0.4, brightness=0.4, contrast=0.4, tint=0.2),
+        description="the strong view's spatial augmentation (video); the weak view is f_E's own",
+    )
+    strong_sequence_augment: SequenceAugmentation = Field(
+        SequenceAugmentation(time_warp=0.3, scale=0.2, jitter=0.1),
+        description="the strong view's augmentation (sequence indexes)",
+    )
+
+
+class SefarOptions(Config):
+    """SeFAR's dual-level temporal elements {L-...-L-C} over the K sampled frames, and its teacher."""
+
+    fine_elements: int = Field(2, ge=1, description="M fine-grained temporal elements")
+    element_length: int = Field(2, ge=1, description="L frames per fine-grained element")
+    context_length: int = Field(4, ge=1, description="frames of the context element (about 2L in the paper)")
+    teacher_passes: int = Field(10, ge=1, description="the teacher's repeated predictions for Adaptive Regulation")
+
+
 class SelfTrainConfig(Config):
-    """`fgar selftrain`: collaborative self-training, Algorithm 1 lines 18-31."""
+    """`fgar selftrain`: collaborative self-training, Algorithm 1 lines 18-31, or a peer method."""
+
+    method: SelfTrainMethod = Field(SelfTrainMethod.FINEPSEUDO, description="finepseudo, fixmatch, sefar or acl-mtl")
 
     ckpt_e: str | None = Field(None, description="f_E checkpoint to start from (E.pt)")
     ckpt_a: str | None = Field(None, description="f_A checkpoint to start from (A.pt)")
@@ -505,6 +556,8 @@ class SelfTrainConfig(Config):
     )
     lr_e: float | None = Field(None, gt=0, description="f_E's learning rate; None: the one f_E was trained with")
     lr_a: float | None = Field(None, gt=0, description="f_A's learning rate; None: the one f_A was trained with")
+    teacher_student: TeacherStudentTraining = TeacherStudentTraining()
+    sefar: SefarOptions = SefarOptions()
     run: RunConfig = RunConfig()
     out_dir: str = Field("runs/fgar/selftrain", description="run folder: round_K/ and the final E.pt, A.pt")
     resume: bool = Field(False, description="continue after the last finished epoch in out_dir")

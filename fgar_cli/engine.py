@@ -25,12 +25,12 @@ from fgar_cli.config import Optimization
 from fgar_cli.data.batches import EpochBatches
 from fgar_cli.errors import FgarError
 from fgar_cli.interrupts import Interrupted
-from fgar_cli.objectives import Step
+from fgar_cli.objectives import StatefulStep, Step
 from fgar_cli.progress import console, progress_bar
 from fgar_cli.runlog import RunLog
 from fgar_cli.runtime import to_device, training_precision
 
-RESUME_ONLY = ("optimizer", "scheduler")  # in X_last.pt, not in the finished X.pt
+RESUME_ONLY = ("optimizer", "scheduler", "step_state")  # in X_last.pt, not in the finished X.pt
 History = list[dict[str, float]]
 
 
@@ -110,6 +110,8 @@ def train_one_epoch(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if isinstance(step, StatefulStep):
+                step.after_update(model)  # e.g. the EMA teacher follows the student
             meter.update(len(batch["index"]), {k: v.item() for k, v in terms.items()})
             progress.update(task, info=meter.info())
     return meter.means()
@@ -144,6 +146,8 @@ def fit(
 
     def save(epoch: int, history: History) -> None:
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+        if isinstance(step, StatefulStep):
+            state["step_state"] = step.state_dict()
         save_checkpoint(last_path, {**finished_payload(epoch, history), **state})
 
     start, history = 1, []
@@ -152,6 +156,10 @@ def fit(
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        if isinstance(step, StatefulStep):
+            if "step_state" not in ckpt:
+                raise FgarError(f"{last_path}: no step state to resume (a teacher, a feature bank) in it")
+            step.load_state_dict(ckpt["step_state"])
         start, history = int(ckpt["epoch"]) + 1, list(ckpt.get("history", []))
         console.print(f"resuming {model.kind} from {last_path} after epoch {start - 1}")
     name = last_path.stem.removesuffix("_last")
@@ -168,6 +176,8 @@ def fit(
                 with training_precision(optim.precision):
                     metrics = train_one_epoch(model, loader, optimizer, step, device, what)
                 scheduler.step()
+                if isinstance(step, StatefulStep):
+                    metrics |= step.epoch_end(epoch)
                 if validation is not None:
                     # no draw of the validation may move a generator that the next epoch's draws start from
                     with torch.random.fork_rng(devices=[]):

@@ -314,13 +314,27 @@ class ActionEncoder(nn.Module):
         self.fc = nn.Linear(self.feature_dim, num_classes)
         self.init_report: InitReport | None = None
 
-    def features(self, x: Tensor) -> Tensor:
-        """Pooled clip embedding (B, feature_dim) for clips (B, T, 3, H, W) or sequences (B, T, D)."""
+    def features(self, x: Tensor, reorder: bool = True) -> Tensor:
+        """Pooled clip embedding (B, feature_dim) for clips (B, T, 3, H, W) or sequences (B, T, D).
+        With a `frame_order` the trunk sees those frames of the clip, in that order, unless `reorder`
+        is False (a caller that arranged the frames itself: SeFAR's strong view)."""
         _check_clip(x, "action encoder", self.config.input_dim)
+        if reorder and self.config.frame_order is not None:
+            x = self._reorder(x)
         return self.backbone(_trunk_input(self.config, x))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.dropout(self.features(x)))
+    def forward(self, x: Tensor, reorder: bool = True) -> Tensor:
+        return self.fc(self.dropout(self.features(x, reorder)))
+
+    def _reorder(self, x: Tensor) -> Tensor:
+        order = self.config.frame_order
+        assert order is not None
+        if x.shape[1] <= max(order):
+            raise FgarError(
+                f"action encoder: its frame order reads frame {max(order)} of the clip, but clips have "
+                f"{x.shape[1]} frames (the clip length it was trained with is in its recipe)"
+            )
+        return x[:, order]
 
 
 def build_action_encoder(

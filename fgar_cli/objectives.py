@@ -8,7 +8,7 @@ backward, optimizer step, meters, checkpoints. A new method adds a step here and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,21 @@ from fgar_cli.runtime import autocast
 
 class Step(Protocol):
     def __call__(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]: ...
+
+
+@runtime_checkable
+class StatefulStep(Step, Protocol):
+    """A step with state of its own that the engine keeps with the model: an EMA teacher, a feature
+    bank. `after_update` runs after each optimizer step; `epoch_end` after each epoch (its figures
+    join the epoch's metrics); the state goes into X_last.pt, so a resumed run continues it."""
+
+    def after_update(self, model: nn.Module) -> None: ...
+
+    def epoch_end(self, epoch: int) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 def cross_entropy_step(model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:

@@ -83,6 +83,17 @@ SOURCE = Opt(
 )
 ROUNDS = Opt("--rounds", "rounds", "Self-training rounds (max_iter, Algorithm 1).", TRAINING_PANEL)
 EPOCHS = Opt("--epochs", "epochs", "Epochs per round for each encoder (max_epoch_st).", TRAINING_PANEL)
+METHOD = Opt(
+    "--method",
+    "method",
+    "finepseudo (Algorithm 1's rounds, the default), or a peer method on the same data and f_E: fixmatch "
+    "(EMA teacher, thresholded weak-to-strong consistency) or sefar (dual-level elements, their reversal, "
+    "Adaptive Regulation); their options: `fgar config show selftrain` (teacher_student.*, sefar.*).",
+    TRAINING_PANEL,
+)
+TEACHER_EPOCHS = Opt(
+    "--ts-epochs", "teacher_student.epochs", "fixmatch, sefar: passes over the unlabeled clips.", TRAINING_PANEL
+)
 LR_E = Opt(
     "--lr-e", "lr_e", "Learning rate of the action encoder (f_E).", TRAINING_PANEL, "the one it was trained with"
 )
@@ -321,8 +332,10 @@ def pseudolabel(cfg: PseudoLabelConfig) -> None:
     [
         *ENCODERS,
         out_dir("Run folder: round_K/ (pseudo.h5, E.pt, A.pt) and the final E.pt, A.pt."),
+        METHOD,
         ROUNDS,
         EPOCHS,
+        TEACHER_EPOCHS,
         *CLASSIFIER,
         SOURCE,
         LR_E,
@@ -337,6 +350,7 @@ def selftrain(cfg: SelfTrainConfig) -> None:
     """Collaborative self-training (Algorithm 1): pseudo-label, retrain f_E and f_A, repeat.
 
     Example: fgar selftrain --ckpt-a run/fit/A.pt --ckpt-e run/fit/E.pt --rounds 2 --epochs 5 --out-dir run/st
+    | fgar selftrain --method sefar --ckpt-e run/fit/E.pt --ts-epochs 10 --out-dir run/sefar
     """
     from fgar_cli.stages.selftrain import selftrain as run
 

@@ -105,3 +105,4 @@ class Stream(IntEnum):
     ACTION = 3
     ALIGNABILITY = 5
     TCLR = 7
+    TEACHER_STUDENT = 9  # the unlabeled clips of a peer method's steps

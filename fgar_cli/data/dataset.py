@@ -7,6 +7,9 @@
 * mode "gitdl": `global` and `local` clips (T, 3, S, S) for GITDL pretraining, each with its own
   random crop and flip (so frames cannot be matched by pixel position alone), and `global_t`,
   `local_t`: float tensors (T,) of absolute frame times;
+* mode "pair": for the peer methods' teacher-student training, `weak` (T, 3, S, S), the clip with f_E's
+  own training augmentation, or (R, T, 3, S, S) with `weak_views` R > 1 (R draws, for a teacher's repeated
+  predictions), and `strong` (T, 3, S, S), the same frames under the `strong` augmentation;
 * mode "tclr": for TCLR pretraining of f_E, `global` (2, T, 3, S, S), two views of the global clip,
   and `local` (2, K, T, 3, S, S), two views of each of the K local clips (`sampling.tclr_indices`);
   every one of these 2 (1 + K) clips gets its own augmentation draw, as in TCLR's code;
@@ -43,7 +46,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from fgar_cli.config import ClipConfig, TclrLoss
+from fgar_cli.config import Augmentation, ClipConfig, SequenceAugmentation, TclrLoss
 from fgar_cli.data.frame_cache import FrameCache
 from fgar_cli.data.index import DatasetIndex, VideoEntry
 from fgar_cli.data.sampling import gitdl_indices, segment_indices, tclr_indices, temporal_crop
@@ -60,6 +63,7 @@ class ClipMode(StrEnum):
     TEST = "test"  # centre frames (or several views), centre crop
     GITDL = "gitdl"  # a global and a local clip of one video, for GITDL pretraining
     TCLR = "tclr"  # two views of a global clip and of its K local clips, for TCLR pretraining
+    PAIR = "pair"  # a weak and a strong view of the same frames, for teacher-student training
 
 
 class ClipDataset(Dataset):
@@ -74,11 +78,13 @@ class ClipDataset(Dataset):
         seed: int = 0,
         cache: FrameCache | None = None,
         tclr: TclrLoss | None = None,
+        strong: Augmentation | SequenceAugmentation | None = None,
+        weak_views: int = 1,
     ) -> None:
         try:
             mode = ClipMode(mode)
         except ValueError:
-            raise FgarError(f"unknown clip mode '{mode}' (use train, test, gitdl or tclr)") from None
+            raise FgarError(f"unknown clip mode '{mode}' (use train, test, gitdl, tclr or pair)") from None
         if num_views < 1 or (num_views > 1 and mode != ClipMode.TEST):
             raise FgarError(f"num_views {num_views}: several views are for test mode only")
         self.index = index
@@ -93,11 +99,22 @@ class ClipDataset(Dataset):
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         train = mode != ClipMode.TEST
         self.transform: ClipTransform | SequenceTransform
+        if weak_views < 1 or (weak_views > 1 and mode != ClipMode.PAIR):
+            raise FgarError(f"weak_views {weak_views}: several weak views are for pair mode only")
+        self.weak_views = weak_views
+        self.transform: ClipTransform | SequenceTransform
+        self.strong_transform: ClipTransform | SequenceTransform | None = None
         if index.is_sequence:
             self.transform = SequenceTransform(train=train, augment=clip.sequence_augment)
             cache = None  # a sequence is read in one go, from memory or HDF5: nothing to decode twice
+            if mode == ClipMode.PAIR:
+                assert strong is None or isinstance(strong, SequenceAugmentation)
+                self.strong_transform = SequenceTransform(train=True, augment=strong)
         else:
             self.transform = ClipTransform(clip.size, train=train, flip=clip.hflip, augment=clip.augment)
+            if mode == ClipMode.PAIR:
+                assert strong is None or isinstance(strong, Augmentation)
+                self.strong_transform = ClipTransform(clip.size, train=True, flip=clip.hflip, augment=strong)
         # the augmentation whose temporal crop training clips use (the video one, for either input)
         self.augment = clip.augment if train else None
         if cache is not None and cache.short_side != self.transform.short_side:
@@ -167,12 +184,19 @@ class ClipDataset(Dataset):
                 "global": torch.from_numpy(np.stack([view[0] for view in views])),
                 "local": torch.from_numpy(np.stack([np.stack(view[1:]) for view in views])),
             }
-        if self.mode == ClipMode.TRAIN:
+        if self.mode in (ClipMode.TRAIN, ClipMode.PAIR):
             window = (start, end)
             if self.augment is not None and self.augment.temporal_crop < 1:
                 window = temporal_crop(start, end, self.augment.temporal_crop, rng)
             clip = self._read(entry, path, [segment_indices(*window, self.num_frames, True, rng)], start, end, total)[0]
-            return {"video": self.transform(clip, rng)}
+            if self.mode == ClipMode.TRAIN:
+                return {"video": self.transform(clip, rng)}
+            assert self.strong_transform is not None
+            weak = [self.transform(clip, rng) for _ in range(self.weak_views)]
+            return {
+                "weak": weak[0] if self.weak_views == 1 else torch.from_numpy(np.stack([w.numpy() for w in weak])),
+                "strong": self.strong_transform(clip, rng),
+            }
         views = [
             segment_indices(start, end, self.num_frames, False, None, view, self.num_views)
             for view in range(self.num_views)

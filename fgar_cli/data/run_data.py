@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fgar_cli.config import ClipConfig, DataPaths, RunConfig, TclrLoss
+from fgar_cli.config import Augmentation, ClipConfig, DataPaths, RunConfig, SequenceAugmentation, TclrLoss
 from fgar_cli.data.dataset import ClipDataset, ClipMode
 from fgar_cli.data.frame_cache import FrameCache, open_cache
 from fgar_cli.data.index import NO_LABEL, NO_TRUTH, DatasetIndex, VideoEntry, load_index
@@ -60,8 +60,11 @@ class RunData:
         num_views: int = 1,
         seed: int = 0,
         tclr: TclrLoss | None = None,
+        strong: Augmentation | SequenceAugmentation | None = None,
+        weak_views: int = 1,
     ) -> ClipDataset:
-        """A ClipDataset over `ids`, labelled with the true model classes unless `labels` says otherwise."""
+        """A ClipDataset over `ids`, labelled with the true model classes unless `labels` says otherwise
+        (`strong`, `weak_views`: the views of ClipMode.PAIR)."""
         return ClipDataset(
             self.index,
             self.entries(ids),
@@ -72,6 +75,8 @@ class RunData:
             seed=seed,
             cache=self.frame_cache(ClipTransform(clip.size, train=False).short_side),
             tclr=tclr,
+            strong=strong,
+            weak_views=weak_views,
         )
 
     def frame_cache(self, short_side: int) -> FrameCache | None:

@@ -52,7 +52,12 @@ from fgar_cli.training import EncoderTrainer
 @records_run
 def selftrain(cfg: SelfTrainConfig, novel_threshold: float | None = None) -> dict[str, Any]:
     """Algorithm 1, lines 18-31. Open world (`fgar openworld`): clips whose best class alignability is
-    below `novel_threshold` are never pseudo-labeled."""
+    below `novel_threshold` are never pseudo-labeled. `--method` other than finepseudo: a peer method
+    (fgar_cli.stages.peers)."""
+    if cfg.method.teacher_student:
+        from fgar_cli.stages.peers import teacher_student_selftrain
+
+        return teacher_student_selftrain(cfg)
     seed_everything(cfg.run.seed)
     source = cfg.pseudo_labeling.source
     need_a = source.needs_alignability or novel_threshold is not None

@@ -1,0 +1,262 @@
+"""The teacher-student base of the peer methods (`fgar selftrain --method fixmatch|sefar`): FixMatch
+(Sohn et al. 2020) with a mean teacher (Tarvainen & Valpola 2017), as SeFAR builds on it.
+
+Each step takes B labeled clips and mu x B unlabeled ones (`PairedBatches`). The student (f_E) learns
+the labeled clips by cross-entropy; the teacher, an exponential moving average of the student's
+weights, labels each unlabeled clip from its weak view, and the student learns that label from the
+strong view, weighted by a per-clip coefficient (FixMatch: 1 when the teacher's confidence clears the
+threshold, else 0; SeFAR: Adaptive Regulation). loss = L_sup + lambda_u L_un. After each optimizer
+step the teacher follows the student (`after_update`).
+
+The teacher and the epoch's pseudo-labels are the step's state (`fgar_cli.objectives.StatefulStep`):
+the engine keeps them in E_last.pt, so a resumed run continues them. At the end of each epoch the
+teacher's labels of every unlabeled clip (its last view in the epoch) go to epoch_K/pseudo.h5, in the
+schema FinePseudo's rounds write, with their count and accuracy.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from fgar_cli.config import Config, PseudoLabeling, SefarOptions, Source, TeacherStudentTraining
+from fgar_cli.data.batches import EpochBatches
+from fgar_cli.method.fixmatch import confident_pseudo_labels, consistency_loss, ema_update
+from fgar_cli.method.pseudolabels import PseudoLabels, Selection, pseudo_label_stats, write_pseudo_labels
+from fgar_cli.method.sefar import ElementLayout, adaptive_regulation
+from fgar_cli.runtime import autocast, to_device
+
+
+@dataclass
+class PairedBatches:
+    """An epoch of teacher-student steps: the unlabeled clips once, in batches of mu x B, each beside
+    a batch of B labeled clips, which are cycled through (reshuffled each time round) as often as the
+    unlabeled clips need. Epoch e is the same in any run that reaches it (both sources are
+    `EpochBatches`; the labeled one's k-th pass of epoch e is its epoch e x 1000 + k)."""
+
+    labeled: EpochBatches
+    unlabeled: EpochBatches
+
+    def for_epoch(self, epoch: int) -> PairedLoader:
+        unlabeled = self.unlabeled.for_epoch(epoch)
+        # drawn after the unlabeled loader: its torch.manual_seed must not reset the labeled draws
+        return PairedLoader(unlabeled, lambda k: self.labeled.for_epoch(epoch * 1000 + k))
+
+    def __len__(self) -> int:
+        return len(self.unlabeled)
+
+
+@dataclass
+class PairedLoader:
+    unlabeled: DataLoader
+    labeled_pass: Any  # k -> the labeled DataLoader of the k-th pass
+
+    def __len__(self) -> int:
+        return len(self.unlabeled)
+
+    def __iter__(self) -> Iterator[dict[str, Any] | None]:
+        passes = 0
+        labeled = iter(self.labeled_pass(passes))
+        for unlabeled in self.unlabeled:
+            labeled_batch = None
+            while labeled_batch is None:
+                try:
+                    labeled_batch = next(labeled)
+                except StopIteration:
+                    passes += 1
+                    if passes > 1000:
+                        raise RuntimeError("no labeled clip could be read") from None
+                    labeled = iter(self.labeled_pass(passes))
+            if unlabeled is None:
+                yield None
+                continue
+            # "index" and "video" are what the engine counts and moves: the unlabeled clips'
+            yield {"labeled": labeled_batch, "unlabeled": unlabeled, "index": unlabeled["index"]}
+
+
+def nested_to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: nested_to_device(v, device) if isinstance(v, dict) else v for k, v in to_device(batch, device).items()}
+
+
+@dataclass
+class EpochPseudoLabels:
+    """The teacher's labels of the unlabeled clips in one epoch (the last view of each clip seen)."""
+
+    video_ids: list[str]
+    truth: np.ndarray
+    num_classes: int
+    probs: Tensor = field(init=False)
+    coefficient: Tensor = field(init=False)
+    seen: Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        n = len(self.video_ids)
+        self.probs = torch.full((n, self.num_classes), float("nan"))
+        self.coefficient = torch.zeros(n)
+        self.seen = torch.zeros(n, dtype=torch.bool)
+
+    def record(self, index: Tensor, probs: Tensor, coefficient: Tensor) -> None:
+        index = index.cpu()
+        self.probs[index] = probs.detach().float().cpu()
+        self.coefficient[index] = coefficient.detach().float().cpu()
+        self.seen[index] = True
+
+    def selection(self) -> Selection:
+        """A clip counts as pseudo-labeled when its coefficient is positive (FixMatch: it cleared the
+        threshold; SeFAR: Adaptive Regulation gave it weight)."""
+        confidence, label = self.probs.nan_to_num(0.0).max(1)
+        accepted = self.seen & (self.coefficient > 0)
+        return Selection(self.probs, label, confidence, accepted, torch.zeros_like(accepted), None)
+
+    def stats(self) -> dict[str, Any]:
+        chosen = self.selection()
+        return pseudo_label_stats(chosen.label.numpy(), chosen.accepted.numpy(), self.truth)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"probs": self.probs, "coefficient": self.coefficient, "seen": self.seen}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.probs, self.coefficient, self.seen = state["probs"], state["coefficient"], state["seen"]
+
+
+@dataclass
+class PseudoLabelFiles:
+    """Where each epoch's pseudo-labels go (out/epoch_K/pseudo.h5) and what they record."""
+
+    out: Path
+    class_names: list[str]
+    threshold: float
+    config: Config
+    inputs: list[str]
+
+    def write(self, epoch: int, labels: EpochPseudoLabels) -> dict[str, Any]:
+        chosen = labels.selection()
+        rule = PseudoLabeling(source=Source.ACTION, theta=self.threshold)  # the teacher's f_E confidence
+        pl = PseudoLabels(labels.video_ids, chosen.p, None, chosen, labels.truth, self.class_names, rule, epoch)
+        folder = self.out / f"epoch_{epoch}"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_pseudo_labels(folder / "pseudo.h5", pl, self.config, self.inputs)
+        return pl.stats()
+
+
+class FixMatchStep:
+    """One FixMatch step with an EMA teacher: L_sup on the labeled clips, thresholded consistency on
+    the unlabeled ones (weak view -> teacher label, strong view -> student), then the teacher follows."""
+
+    def __init__(
+        self,
+        student: nn.Module,
+        options: TeacherStudentTraining,
+        labels: EpochPseudoLabels,
+        files: PseudoLabelFiles,
+    ) -> None:
+        self.teacher = copy.deepcopy(student).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.options = options
+        self.labels = labels
+        self.files = files
+
+    # ------------------------------------------------------------------ the step
+
+    def __call__(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
+        batch = nested_to_device(batch, next(model.parameters()).device)
+        labeled, unlabeled = batch["labeled"], batch["unlabeled"]
+        with torch.no_grad():
+            teacher_probs, coefficient = self.teacher_targets(unlabeled)
+        pseudo_label = teacher_probs.argmax(1)
+        with autocast(labeled["video"].device):
+            supervised_logits = self.student_logits(model, labeled["video"], strong=False).float()
+            strong_logits = self.student_logits(model, unlabeled["strong"], strong=True).float()
+        supervised = F.cross_entropy(supervised_logits, labeled["label"])
+        unsupervised = consistency_loss(strong_logits, pseudo_label, coefficient)
+        self.labels.record(unlabeled["index"], teacher_probs, coefficient)
+        return {
+            "loss": supervised + self.options.unsupervised_weight * unsupervised,
+            "supervised": supervised.detach(),
+            "unsupervised": unsupervised.detach(),
+            "mask": coefficient.mean().detach(),
+            "pl_acc": self._batch_accuracy(pseudo_label, unlabeled, coefficient),
+        }
+
+    def teacher_targets(self, unlabeled: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """(class probabilities (N, C), coefficient (N,)) of the teacher on the weak views."""
+        with autocast(unlabeled["weak"].device):
+            probs = self.teacher(unlabeled["weak"]).float().softmax(1)
+        _, mask = confident_pseudo_labels(probs, self.options.threshold)
+        return probs, mask
+
+    def student_logits(self, model: nn.Module, clips: Tensor, strong: bool) -> Tensor:
+        return model(clips)
+
+    def _batch_accuracy(self, label: Tensor, unlabeled: dict[str, Any], weight: Tensor) -> Tensor:
+        """Accuracy of the weighted pseudo-labels against the truth where known (a logged figure)."""
+        truth = torch.as_tensor(self.labels.truth, device=label.device)[unlabeled["index"]]
+        known = (weight > 0) & (truth >= 0)
+        if not known.any():
+            return torch.tensor(float("nan"))
+        return (label[known] == truth[known]).float().mean()
+
+    # ------------------------------------------------------------------ the engine's hooks
+
+    def after_update(self, model: nn.Module) -> None:
+        ema_update(self.teacher, model, self.options.ema_decay)
+
+    def epoch_end(self, epoch: int) -> dict[str, float]:
+        stats = self.files.write(epoch, self.labels)
+        self.labels.reset()
+        return {"pl_count": float(stats["accepted_count"]), "pl_accuracy": float(stats["accepted_accuracy"])}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"teacher": self.teacher.state_dict(), "labels": self.labels.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.teacher.load_state_dict(state["teacher"])
+        self.labels.load_state_dict(state["labels"])
+
+
+class SefarStep(FixMatchStep):
+    """SeFAR: the student and the teacher see the dual-level elements of the K sampled frames (f_E's
+    `frame_order` is the weak layout); the strong view reverses each fine-grained element (the context
+    element keeps its order) on top of the strong spatial augmentation; the teacher predicts each clip
+    R times (R weak views) and Adaptive Regulation turns their agreement into the clip's weight."""
+
+    def __init__(
+        self,
+        student: nn.Module,
+        options: TeacherStudentTraining,
+        sefar: SefarOptions,
+        layout: ElementLayout,
+        labels: EpochPseudoLabels,
+        files: PseudoLabelFiles,
+    ) -> None:
+        super().__init__(student, options, labels, files)
+        self.sefar = sefar
+        self.layout = layout
+
+    def teacher_targets(self, unlabeled: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        weak = unlabeled["weak"]  # (N, R, T, ...) or (N, T, ...) with one pass
+        views = weak if self.sefar.teacher_passes > 1 else weak[:, None]
+        n, r = views.shape[:2]
+        with autocast(weak.device):
+            probs = self.teacher(views.flatten(0, 1)).float().softmax(1)  # the teacher's frame_order: weak layout
+        repeated = probs.reshape(n, r, -1).transpose(0, 1)  # (R, N, C)
+        _, coefficient, mean_probs = adaptive_regulation(repeated)
+        return mean_probs, coefficient
+
+    def student_logits(self, model: nn.Module, clips: Tensor, strong: bool) -> Tensor:
+        if not strong:
+            return model(clips)  # f_E's frame_order arranges the weak layout
+        return model(clips[:, self.layout.strong.to(clips.device)], reorder=False)
