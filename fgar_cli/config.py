@@ -516,9 +516,13 @@ class TeacherStudentTraining(Config):
     epochs: int = Field(10, ge=1, description="passes over the unlabeled clips")
     batch_size: int | None = Field(None, ge=1, description="labeled clips per step; None: the one f_E was trained with")
     unlabeled_ratio: int = Field(2, ge=1, description="unlabeled clips per labeled clip in a step (FixMatch's mu)")
-    threshold: float = Field(0.95, ge=0, le=1, description="teacher confidence an unlabeled clip needs (FixMatch's tau)")
+    threshold: float = Field(
+        0.95, ge=0, le=1, description="teacher confidence an unlabeled clip needs (FixMatch's tau)"
+    )
     unsupervised_weight: float = Field(1.0, ge=0, description="weight of the unlabeled loss (FixMatch's lambda_u)")
-    ema_decay: float = Field(0.99, ge=0, lt=1, description="teacher = decay x teacher + (1 - decay) x student, per step")
+    ema_decay: float = Field(
+        0.99, ge=0, lt=1, description="teacher = decay x teacher + (1 - decay) x student, per step"
+    )
     lr: float | None = Field(None, gt=0, description="the student's learning rate; None: the one f_E was trained with")
     strong_augment: Augmentation = Field(
         Augmentation(min_scale=0.4, brightness=0.4, contrast=0.4, tint=0.2),

@@ -151,7 +151,7 @@ def test_paired_batches_visit_every_unlabeled_clip_once_and_cycle_the_labeled(tm
     index = load_index(_sequence_index(tmp_path))
     clip = ClipConfig(num_frames=4)
     labeled = ClipDataset(index, index.entries[:2], clip, ClipMode.TRAIN, seed=1)
-    unlabeled = ClipDataset(index, index.entries[2:], clip, ClipMode.PAIR, strong=SequenceAugmentation(), seed=1)
+    unlabeled = ClipDataset(index, index.entries[2:6], clip, ClipMode.PAIR, strong=SequenceAugmentation(), seed=1)
     batches = PairedBatches(
         EpochBatches(labeled, 1, Stream.ACTION, batch_size=2),
         EpochBatches(unlabeled, 1, Stream.TEACHER_STUDENT, batch_size=1),

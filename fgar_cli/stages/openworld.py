@@ -35,6 +35,8 @@ from fgar_cli.stages.selftrain import selftrain
 
 
 def openworld(cfg: OpenWorldConfig) -> dict[str, Any]:
+    if cfg.method.teacher_student:
+        raise FgarError(f"fgar openworld runs FinePseudo only, not --method {cfg.method.value}")
     encoders = load_encoders(cfg.ckpt_e, cfg.ckpt_a, need_alignability=True)
     data = load_run_data(encoders.data_paths(cfg.data), cfg.run)
     if data.split.known_classes is None:
