@@ -95,6 +95,7 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """One pass over `loader`: step, backward, optimizer step. Returns the means of the step's terms."""
     model.train()
+    stateful = isinstance(step, StatefulStep)  # a protocol check: once, not per batch
     meter = Meter()
     with progress_bar() as progress:
         task = progress.add_task(description, total=len(loader), info="")
@@ -110,7 +111,7 @@ def train_one_epoch(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if isinstance(step, StatefulStep):
+            if stateful:
                 step.after_update(model)  # e.g. the EMA teacher follows the student
             meter.update(len(batch["index"]), {k: v.item() for k, v in terms.items()})
             progress.update(task, info=meter.info())

@@ -98,7 +98,6 @@ class ClipDataset(Dataset):
         # Shared memory, so set_epoch in the parent reaches persistent DataLoader workers too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         train = mode != ClipMode.TEST
-        self.transform: ClipTransform | SequenceTransform
         if weak_views < 1 or (weak_views > 1 and mode != ClipMode.PAIR):
             raise FgarError(f"weak_views {weak_views}: several weak views are for pair mode only")
         self.weak_views = weak_views

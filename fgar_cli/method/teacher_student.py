@@ -51,9 +51,6 @@ class PairedBatches:
         # drawn after the unlabeled loader: its torch.manual_seed must not reset the labeled draws
         return PairedLoader(unlabeled, lambda k: self.labeled.for_epoch(epoch * 1000 + k))
 
-    def __len__(self) -> int:
-        return len(self.unlabeled)
-
 
 @dataclass
 class PairedLoader:
@@ -168,6 +165,7 @@ class FixMatchStep:
         self.options = options
         self.labels = labels
         self.files = files
+        self.truth = torch.as_tensor(labels.truth)  # once: read by every step's logged accuracy
 
     # ------------------------------------------------------------------ the step
 
@@ -203,7 +201,7 @@ class FixMatchStep:
 
     def _batch_accuracy(self, label: Tensor, unlabeled: dict[str, Any], weight: Tensor) -> Tensor:
         """Accuracy of the weighted pseudo-labels against the truth where known (a logged figure)."""
-        truth = torch.as_tensor(self.labels.truth, device=label.device)[unlabeled["index"]]
+        truth = self.truth.to(label.device)[unlabeled["index"]]
         known = (weight > 0) & (truth >= 0)
         if not known.any():
             return torch.tensor(float("nan"))
