@@ -543,6 +543,35 @@ class SefarOptions(Config):
     teacher_passes: int = Field(10, ge=1, description="the teacher's repeated predictions for Adaptive Regulation")
 
 
+class AclMtlOptions(Config):
+    """ACL+MTL (Wang et al., ACM MM 2024): adaptive contrastive learning over class prototypes and a
+    bank of pseudo-labeled features, and multi-scale temporal learning over long-term clips
+    (docs/PEERS_ACL_MTL.md says which of these the paper gives and which are ours)."""
+
+    short_interval: int | None = Field(
+        None,
+        ge=1,
+        description="frame step of the short clip x^S; None: the longest clip spans about the median video",
+    )
+    long_multipliers: list[int] = Field(
+        [2, 4],
+        min_length=1,
+        description="the long clips' frame steps, as multiples of the short one (paper 16, 32 : 8)",
+    )
+    confidence_threshold: float = Field(0.3, ge=0, le=1, description="delta of Eq. 2 on the Eq. 19 pseudo-label")
+    reliability_threshold: float = Field(0.7, ge=0, le=1, description="epsilon of Eq. 10 on the GMM's gamma")
+    contrastive_temperature: float = Field(0.07, gt=0, description="tau of Eq. 11")
+    prototype_momentum: float = Field(0.9, ge=0, lt=1, description="beta of Eq. 5")
+    bank_size: int = Field(4096, ge=1, description="the feature bank's capacity (at most the unlabeled clips)")
+    acl_weight: float = Field(1.0, ge=0, description="mu_2 of Eq. 20 (0: no ACL)")
+    mtl_weight: float = Field(1.0, ge=0, description="mu_1 of Eq. 20 (0: no MTL)")
+    student_temperature: float = Field(0.1, gt=0, description="tau_s of Eq. 17")
+    teacher_temperature: float = Field(0.04, gt=0, description="tau_t of Eq. 17")
+    center_momentum: float = Field(0.9, ge=0, lt=1, description="DINO's centring of the teacher's MTL outputs")
+    projection_dim: int = Field(128, ge=1, description="the spatial head h's output (Eq. 6, 11)")
+    temporal_dim: int = Field(256, ge=1, description="the temporal heads g_n's outputs (Eq. 16)")
+
+
 class SelfTrainConfig(Config):
     """`fgar selftrain`: collaborative self-training, Algorithm 1 lines 18-31, or a peer method."""
 
@@ -562,6 +591,7 @@ class SelfTrainConfig(Config):
     lr_a: float | None = Field(None, gt=0, description="f_A's learning rate; None: the one f_A was trained with")
     teacher_student: TeacherStudentTraining = TeacherStudentTraining()
     sefar: SefarOptions = SefarOptions()
+    acl_mtl: AclMtlOptions = AclMtlOptions()
     run: RunConfig = RunConfig()
     out_dir: str = Field("runs/fgar/selftrain", description="run folder: round_K/ and the final E.pt, A.pt")
     resume: bool = Field(False, description="continue after the last finished epoch in out_dir")

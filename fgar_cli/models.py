@@ -326,6 +326,32 @@ class ActionEncoder(nn.Module):
     def forward(self, x: Tensor, reorder: bool = True) -> Tensor:
         return self.fc(self.dropout(self.features(x, reorder)))
 
+    def position_features(self, x: Tensor) -> Tensor:
+        """The trunk's features per position, (B, P, channels), from one forward: small3d's 4 x 2 x 2
+        pooled places, tcn's 4 pooled steps, a torchvision trunk's time steps (space averaged).
+        `pool_positions` turns them into exactly what `features` gives (ACL+MTL needs both)."""
+        _check_clip(x, "action encoder", self.config.input_dim)
+        if self.config.frame_order is not None:
+            x = self._reorder(x)
+        trunk_input = _trunk_input(self.config, x)
+        if isinstance(self.backbone, (Small3D, SequenceTCN)):
+            pooled = self.backbone(trunk_input)  # flattened channel-major: (B, channels x positions)
+            return pooled.view(len(x), self.backbone.channels, -1).transpose(1, 2)
+        return _trunk_time_map(self.backbone, trunk_input).transpose(1, 2)
+
+    @property
+    def position_channels(self) -> int:
+        """The last size of `position_features`."""
+        if isinstance(self.backbone, (Small3D, SequenceTCN)):
+            return self.backbone.channels
+        return self.feature_dim
+
+    def pool_positions(self, positions: Tensor) -> Tensor:
+        """(B, P, channels) from `position_features` -> the pooled clip embedding (B, feature_dim)."""
+        if isinstance(self.backbone, (Small3D, SequenceTCN)):
+            return positions.transpose(1, 2).flatten(1)
+        return positions.mean(1)  # torchvision's global average pool, over time after space
+
     def _reorder(self, x: Tensor) -> Tensor:
         order = self.config.frame_order
         assert order is not None

@@ -290,6 +290,10 @@ def test_table_rows_are_the_stages_own_figures(quick_tables: Path) -> None:
     assert rows["finepseudo"]["diff_vs_supervised"]["mean"] == pytest.approx(finepseudo["top1"] - supervised["top1"])
     assert rows["finepseudo"]["pl_count"] == summary["cumulative_pl_count"]
     assert rows["matched"]["pl_count"] == 0
+    for peer in ("fixmatch", "sefar", "acl_mtl"):  # the peer methods' rows, from their own runs
+        peer_run = json.loads((cell / f"st_{peer}" / "selftrain.json").read_text())
+        assert peer_run["method"] == peer.replace("_", "-")
+        assert rows[peer]["pl_count"] == peer_run["cumulative_pl_count"] and "diff_vs_supervised" in rows[peer]
     assert rows["oracle"]["pl_accuracy"] in (1.0, None) or math.isnan(rows["oracle"]["pl_accuracy"])
     six = {r["key"]: r for r in json.loads((quick_tables / "table6" / "table.json").read_text())["rows"]}
     paper = json.loads((REPO / "reproductions" / "paper.json").read_text())["table6"]["rows"]

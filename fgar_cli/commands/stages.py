@@ -87,12 +87,16 @@ METHOD = Opt(
     "--method",
     "method",
     "finepseudo (Algorithm 1's rounds, the default), or a peer method on the same data and f_E: fixmatch "
-    "(EMA teacher, thresholded weak-to-strong consistency) or sefar (dual-level elements, their reversal, "
-    "Adaptive Regulation); their options: `fgar config show selftrain` (teacher_student.*, sefar.*).",
+    "(EMA teacher, thresholded weak-to-strong consistency), sefar (dual-level elements, their reversal, "
+    "Adaptive Regulation) or acl-mtl (prototype-reliability contrastive learning, multi-scale temporal "
+    "learning); their options: `fgar config show selftrain` (teacher_student.*, sefar.*, acl_mtl.*).",
     TRAINING_PANEL,
 )
 TEACHER_EPOCHS = Opt(
-    "--ts-epochs", "teacher_student.epochs", "fixmatch, sefar: passes over the unlabeled clips.", TRAINING_PANEL
+    "--ts-epochs",
+    "teacher_student.epochs",
+    "fixmatch, sefar, acl-mtl: passes over the unlabeled clips.",
+    TRAINING_PANEL,
 )
 LR_E = Opt(
     "--lr-e", "lr_e", "Learning rate of the action encoder (f_E).", TRAINING_PANEL, "the one it was trained with"
@@ -351,6 +355,7 @@ def selftrain(cfg: SelfTrainConfig) -> None:
 
     Example: fgar selftrain --ckpt-a run/fit/A.pt --ckpt-e run/fit/E.pt --rounds 2 --epochs 5 --out-dir run/st
     | fgar selftrain --method sefar --ckpt-e run/fit/E.pt --ts-epochs 10 --out-dir run/sefar
+    | fgar selftrain --method acl-mtl --ckpt-e run/fit/E.pt --set acl_mtl.confidence_threshold=0.5 --out-dir run/acl
     """
     from fgar_cli.stages.selftrain import selftrain as run
 

@@ -10,6 +10,9 @@
 * mode "pair": for the peer methods' teacher-student training, `weak` (T, 3, S, S), the clip with f_E's
   own training augmentation, or (R, T, 3, S, S) with `weak_views` R > 1 (R draws, for a teacher's repeated
   predictions), and `strong` (T, 3, S, S), the same frames under the `strong` augmentation;
+* mode "multiscale": for ACL+MTL, a short clip of T frames every `frame_steps[0]` frames, as `weak`
+  and `strong` (T, 3, S, S) like mode "pair", and `long` (N, T, 3, S, S), weak views of N clips every
+  frame_steps[1:] frames that contain the short clip's span (`sampling.long_term_indices`);
 * mode "tclr": for TCLR pretraining of f_E, `global` (2, T, 3, S, S), two views of the global clip,
   and `local` (2, K, T, 3, S, S), two views of each of the K local clips (`sampling.tclr_indices`);
   every one of these 2 (1 + K) clips gets its own augmentation draw, as in TCLR's code;
@@ -49,7 +52,7 @@ from torch.utils.data import Dataset, default_collate
 from fgar_cli.config import Augmentation, ClipConfig, SequenceAugmentation, TclrLoss
 from fgar_cli.data.frame_cache import FrameCache
 from fgar_cli.data.index import DatasetIndex, VideoEntry
-from fgar_cli.data.sampling import gitdl_indices, segment_indices, tclr_indices, temporal_crop
+from fgar_cli.data.sampling import gitdl_indices, long_term_indices, segment_indices, tclr_indices, temporal_crop
 from fgar_cli.data.sequences import SequenceReadError, fill_missing, read_sequence
 from fgar_cli.data.transforms import ClipTransform, SequenceTransform
 from fgar_cli.data.video import VideoDecodeError, count_frames, read_frames
@@ -64,6 +67,7 @@ class ClipMode(StrEnum):
     GITDL = "gitdl"  # a global and a local clip of one video, for GITDL pretraining
     TCLR = "tclr"  # two views of a global clip and of its K local clips, for TCLR pretraining
     PAIR = "pair"  # a weak and a strong view of the same frames, for teacher-student training
+    MULTISCALE = "multiscale"  # ACL+MTL: a short clip (weak and strong) and long clips that contain it
 
 
 class ClipDataset(Dataset):
@@ -80,11 +84,12 @@ class ClipDataset(Dataset):
         tclr: TclrLoss | None = None,
         strong: Augmentation | SequenceAugmentation | None = None,
         weak_views: int = 1,
+        frame_steps: Sequence[int] = (),
     ) -> None:
         try:
             mode = ClipMode(mode)
         except ValueError:
-            raise FgarError(f"unknown clip mode '{mode}' (use train, test, gitdl, tclr or pair)") from None
+            raise FgarError(f"unknown clip mode '{mode}' (use train, test, gitdl, tclr, pair or multiscale)") from None
         if num_views < 1 or (num_views > 1 and mode != ClipMode.TEST):
             raise FgarError(f"num_views {num_views}: several views are for test mode only")
         self.index = index
@@ -101,17 +106,23 @@ class ClipDataset(Dataset):
         if weak_views < 1 or (weak_views > 1 and mode != ClipMode.PAIR):
             raise FgarError(f"weak_views {weak_views}: several weak views are for pair mode only")
         self.weak_views = weak_views
+        if (mode == ClipMode.MULTISCALE) != (len(frame_steps) >= 2):
+            raise FgarError(
+                f"frame_steps {list(frame_steps)}: multiscale mode, and only it, takes the short clip's frame step "
+                "and at least one long clip's"
+            )
+        self.frame_steps = tuple(frame_steps)
         self.transform: ClipTransform | SequenceTransform
         self.strong_transform: ClipTransform | SequenceTransform | None = None
         if index.is_sequence:
             self.transform = SequenceTransform(train=train, augment=clip.sequence_augment)
             cache = None  # a sequence is read in one go, from memory or HDF5: nothing to decode twice
-            if mode == ClipMode.PAIR:
+            if mode in (ClipMode.PAIR, ClipMode.MULTISCALE):
                 assert strong is None or isinstance(strong, SequenceAugmentation)
                 self.strong_transform = SequenceTransform(train=True, augment=strong)
         else:
             self.transform = ClipTransform(clip.size, train=train, flip=clip.hflip, augment=clip.augment)
-            if mode == ClipMode.PAIR:
+            if mode in (ClipMode.PAIR, ClipMode.MULTISCALE):
                 assert strong is None or isinstance(strong, Augmentation)
                 self.strong_transform = ClipTransform(clip.size, train=True, flip=clip.hflip, augment=strong)
         # the augmentation whose temporal crop training clips use (the video one, for either input)
@@ -182,6 +193,16 @@ class ClipDataset(Dataset):
             return {  # numpy's stack, as below
                 "global": torch.from_numpy(np.stack([view[0] for view in views])),
                 "local": torch.from_numpy(np.stack([np.stack(view[1:]) for view in views])),
+            }
+        if self.mode == ClipMode.MULTISCALE:
+            assert self.strong_transform is not None
+            short_step, *long_steps = self.frame_steps
+            clips = long_term_indices(end - start, self.num_frames, long_steps, rng, short_interval=short_step)
+            frames = self._read(entry, path, [start + c for c in clips], start, end, total)
+            return {
+                "weak": self.transform(frames[0], rng),
+                "strong": self.strong_transform(frames[0], rng),
+                "long": torch.from_numpy(np.stack([self.transform(f, rng).numpy() for f in frames[1:]])),
             }
         if self.mode in (ClipMode.TRAIN, ClipMode.PAIR):
             window = (start, end)

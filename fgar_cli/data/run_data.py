@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,9 +63,10 @@ class RunData:
         tclr: TclrLoss | None = None,
         strong: Augmentation | SequenceAugmentation | None = None,
         weak_views: int = 1,
+        frame_steps: Sequence[int] = (),
     ) -> ClipDataset:
         """A ClipDataset over `ids`, labelled with the true model classes unless `labels` says otherwise
-        (`strong`, `weak_views`: the views of ClipMode.PAIR)."""
+        (`strong`, `weak_views`: the views of ClipMode.PAIR; `frame_steps`: ClipMode.MULTISCALE's clips)."""
         return ClipDataset(
             self.index,
             self.entries(ids),
@@ -77,6 +79,7 @@ class RunData:
             tclr=tclr,
             strong=strong,
             weak_views=weak_views,
+            frame_steps=frame_steps,
         )
 
     def frame_cache(self, short_side: int) -> FrameCache | None:

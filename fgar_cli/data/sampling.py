@@ -11,6 +11,8 @@ video yields a full clip. Datasets that would rather drop such videos set `min_f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
@@ -121,3 +123,63 @@ def tclr_indices(
     steps = np.arange(local_frames) * (part / local_frames)
     local_idx = span_start + np.floor(np.arange(parts)[:, None] * part + steps[None, :]).astype(np.int64)
     return global_idx, np.minimum(local_idx, span_start + span - 1)
+
+
+# ACL+MTL (docs/PEERS_ACL_MTL.md): a short clip and long clips that contain its span
+
+
+def _clip_offsets(num_frames: int, clip_frames: int, interval: int) -> np.ndarray:
+    """Offsets of a clip of `clip_frames` frames every `interval` frames; a clip whose span does not
+    fit in the video covers the whole video instead, at the largest (fractional) step that fits
+    (frames repeat when the video has fewer frames than the clip, as in fgar_cli.data.sampling)."""
+    steps = np.arange(clip_frames)
+    if interval * (clip_frames - 1) + 1 <= num_frames:
+        return steps * interval
+    if clip_frames == 1:
+        return steps
+    return np.minimum(np.floor(steps * ((num_frames - 1) / (clip_frames - 1))).astype(np.int64), num_frames - 1)
+
+
+def _place_in(low: int, high: int, rng: np.random.Generator | None, centre: int) -> int:
+    """A start in [low, high]: uniform with a generator, the one nearest `centre` without."""
+    if rng is not None:
+        return int(rng.integers(low, high + 1))
+    return int(min(max(centre, low), high))
+
+
+def long_term_indices(
+    num_frames: int,
+    clip_frames: int,
+    intervals: Sequence[int],
+    rng: np.random.Generator | None,
+    *,
+    short_interval: int = 8,
+) -> list[np.ndarray]:
+    """Frame indices in [0, num_frames) of the short-term clip x^S (every `short_interval` frames)
+    and of the long-term clips x^{L_n} (every intervals[n] frames), T = clip_frames each.
+
+    Returns [short, long_1, ..., long_N], each (T,) int64. The short clip is placed uniformly at
+    random; each long clip is placed uniformly at random among the windows that contain the short
+    clip's span (ours: Eq. 13 looks for the short clip's content in the long clip, and Eq. 19
+    averages the clips' predictions into one pseudo-label, so they must show the same moment).
+    A clip whose span exceeds the video covers the whole video (`_clip_offsets`). rng=None centres.
+    """
+    if num_frames < 1 or clip_frames < 1 or short_interval < 1:
+        raise ValueError(
+            f"need num_frames, clip_frames, short_interval >= 1, got {num_frames}, {clip_frames}, {short_interval}"
+        )
+    if not intervals or any(s < short_interval for s in intervals):
+        raise ValueError(
+            f"long-term intervals {list(intervals)} must be given and >= the short interval {short_interval}"
+        )
+    short = _clip_offsets(num_frames, clip_frames, short_interval)
+    short_span = int(short[-1]) + 1
+    short_start = _place_in(0, num_frames - short_span, rng, (num_frames - short_span) // 2)
+    clips = [short_start + short]
+    for interval in intervals:
+        offsets = _clip_offsets(num_frames, clip_frames, interval)
+        span = int(offsets[-1]) + 1
+        low = max(0, short_start + short_span - span)
+        high = min(short_start, num_frames - span)
+        clips.append(_place_in(low, high, rng, short_start + (short_span - span) // 2) + offsets)
+    return [clip.astype(np.int64) for clip in clips]

@@ -3,7 +3,7 @@
 The paper: Wang, Xia, Zhou, Wang, "Learning Discriminative Spatio-temporal Representations for
 Semi-supervised Action Recognition", ACM MM 2024 (`../shared/papers/acl-mtl.txt`). No code by the
 authors could be found, so every choice below is ours where the paper is silent; they are listed in
-docs/peer_notes_acl_mtl.md. The teacher-student base (Sec. 3.2, Eq. 1-3: an EMA teacher, weak and
+docs/PEERS_ACL_MTL.md. The teacher-student base (Sec. 3.2, Eq. 1-3: an EMA teacher, weak and
 strong views, confidence-thresholded pseudo-labels) lives elsewhere; this module holds pure tensor
 functions and small state objects only.
 
@@ -38,10 +38,13 @@ import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from fgar_cli.data.sampling import long_term_indices  # MTL's clips (Sec. 3.4): a sampler, kept with the others
+
+__all__ = ["long_term_indices"]  # re-exported: the clips are part of ACL+MTL's recipe
 
 # --------------------------------------------------------------------------- prototypes (Eq. 4-5)
 
@@ -407,66 +410,6 @@ def multi_clip_pseudo_labels(teacher_probabilities: Sequence[Tensor]) -> tuple[T
     mean = torch.stack(list(teacher_probabilities)).mean(0)
     confidence, labels = mean.max(1)
     return labels, confidence
-
-
-# --------------------------------------------------------------------------- MTL: clips (Sec. 3.4)
-
-
-def _clip_offsets(num_frames: int, clip_frames: int, interval: int) -> np.ndarray:
-    """Offsets of a clip of `clip_frames` frames every `interval` frames; a clip whose span does not
-    fit in the video covers the whole video instead, at the largest (fractional) step that fits
-    (frames repeat when the video has fewer frames than the clip, as in fgar_cli.data.sampling)."""
-    steps = np.arange(clip_frames)
-    if interval * (clip_frames - 1) + 1 <= num_frames:
-        return steps * interval
-    if clip_frames == 1:
-        return steps
-    return np.minimum(np.floor(steps * ((num_frames - 1) / (clip_frames - 1))).astype(np.int64), num_frames - 1)
-
-
-def _place(low: int, high: int, rng: np.random.Generator | None, centre: int) -> int:
-    """A start in [low, high]: uniform with a generator, the one nearest `centre` without."""
-    if rng is not None:
-        return int(rng.integers(low, high + 1))
-    return int(min(max(centre, low), high))
-
-
-def long_term_indices(
-    num_frames: int,
-    clip_frames: int,
-    intervals: Sequence[int],
-    rng: np.random.Generator | None,
-    *,
-    short_interval: int = 8,
-) -> list[np.ndarray]:
-    """Frame indices in [0, num_frames) of the short-term clip x^S (every `short_interval` frames)
-    and of the long-term clips x^{L_n} (every intervals[n] frames), T = clip_frames each.
-
-    Returns [short, long_1, ..., long_N], each (T,) int64. The short clip is placed uniformly at
-    random; each long clip is placed uniformly at random among the windows that contain the short
-    clip's span (ours: Eq. 13 looks for the short clip's content in the long clip, and Eq. 19
-    averages the clips' predictions into one pseudo-label, so they must show the same moment).
-    A clip whose span exceeds the video covers the whole video (`_clip_offsets`). rng=None centres.
-    """
-    if num_frames < 1 or clip_frames < 1 or short_interval < 1:
-        raise ValueError(
-            f"need num_frames, clip_frames, short_interval >= 1, got {num_frames}, {clip_frames}, {short_interval}"
-        )
-    if not intervals or any(s < short_interval for s in intervals):
-        raise ValueError(
-            f"long-term intervals {list(intervals)} must be given and >= the short interval {short_interval}"
-        )
-    short = _clip_offsets(num_frames, clip_frames, short_interval)
-    short_span = int(short[-1]) + 1
-    short_start = _place(0, num_frames - short_span, rng, (num_frames - short_span) // 2)
-    clips = [short_start + short]
-    for interval in intervals:
-        offsets = _clip_offsets(num_frames, clip_frames, interval)
-        span = int(offsets[-1]) + 1
-        low = max(0, short_start + short_span - span)
-        high = min(short_start, num_frames - span)
-        clips.append(_place(low, high, rng, short_start + (short_span - span) // 2) + offsets)
-    return [clip.astype(np.int64) for clip in clips]
 
 
 # --------------------------------------------------------------------------- MTL: calibration (Eq. 13-14)

@@ -12,7 +12,7 @@
   d = TRAIN.EMA = 0.9999.)
 
 The training loop (which views, which batches, when to update) lives with the caller; see
-docs/peer_notes_sefar.md for what the papers and the authors' code do around these functions.
+docs/PEERS.md for what the papers and the authors' code do around these functions.
 """
 
 from __future__ import annotations

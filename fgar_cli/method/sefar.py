@@ -16,7 +16,7 @@
 * The rest of Eq. 8: the warm-up factor xi (`unsupervised_ramp`) and SVFormer's tube mix with its loss
   (`tube_mix`, `mixed_targets`, `mix_consistency_loss`), as the authors' code computes them.
 
-Every difference from the paper is listed in docs/peer_notes_sefar.md.
+Every difference from the paper is listed in docs/PEERS.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The teacher-student base of the peer methods (`fgar selftrain --method fixmatch|sefar`): FixMatch
+"""The teacher-student base of the peer methods (`fgar selftrain --method fixmatch|sefar|acl-mtl`): FixMatch
 (Sohn et al. 2020) with a mean teacher (Tarvainen & Valpola 2017), as SeFAR builds on it.
 
 Each step takes B labeled clips and mu x B unlabeled ones (`PairedBatches`). The student (f_E) learns
@@ -20,7 +20,7 @@ import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -28,11 +28,31 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from fgar_cli.config import Config, PseudoLabeling, SefarOptions, Source, TeacherStudentTraining
+from fgar_cli.config import (
+    AclMtlOptions,
+    Config,
+    Optimization,
+    PseudoLabeling,
+    SefarOptions,
+    Source,
+    TeacherStudentTraining,
+)
 from fgar_cli.data.batches import EpochBatches
+from fgar_cli.method.acl_mtl import (
+    FeatureBank,
+    PrototypeMemory,
+    TeacherCenter,
+    adaptive_contrastive_loss,
+    cross_scale_calibration,
+    multi_clip_pseudo_labels,
+    multi_scale_temporal_loss,
+    prototype_reliability,
+    reliability_weighted_unlabeled_loss,
+)
 from fgar_cli.method.fixmatch import confident_pseudo_labels, consistency_loss, ema_update
 from fgar_cli.method.pseudolabels import PseudoLabels, Selection, pseudo_label_stats, write_pseudo_labels
 from fgar_cli.method.sefar import ElementLayout, adaptive_regulation
+from fgar_cli.models import ActionEncoder, ProjectionHead
 from fgar_cli.runtime import autocast, to_device
 
 
@@ -258,3 +278,193 @@ class SefarStep(FixMatchStep):
         if not strong:
             return model(clips)  # f_E's frame_order arranges the weak layout
         return model(clips[:, self.layout.strong.to(clips.device)], reorder=False)
+
+
+class AclMtlHeads(nn.Module):
+    """ACL+MTL's heads on f_E's trunk: the spatial head h (Eq. 6; TCLR's projection head, unit-length
+    output, as Eq. 11's dot products want) on the pooled clip embedding, and one temporal head g_n per
+    long scale (Eq. 16; Linear-GELU-Linear, ours: the paper gives no size) on a per-position average."""
+
+    def __init__(self, feature_dim: int, position_channels: int, scales: int, options: AclMtlOptions) -> None:
+        super().__init__()
+        self.spatial = ProjectionHead(feature_dim, options.projection_dim)
+        self.temporal = nn.ModuleList(
+            nn.Sequential(nn.Linear(position_channels, 512), nn.GELU(), nn.Linear(512, options.temporal_dim))
+            for _ in range(scales)
+        )
+
+
+class MultiScaleTargets(NamedTuple):
+    """What the teacher gives one batch of unlabeled clips (all without gradient)."""
+
+    probs: Tensor  # (N, C) mean class probabilities over the short and long clips
+    label: Tensor  # (N,) Eq. 19's pseudo-label
+    confidence: Tensor  # (N,) the max of `probs`
+    positive: Tensor  # (N, projection_dim) f^p = h_t(teacher's weak short clip), unit length
+    temporal: list[Tensor]  # per scale n, (N, temporal_dim): g_t_n of the calibrated long clip (Eq. 13-16)
+
+
+class AclMtlStep(FixMatchStep):
+    """ACL+MTL (Eq. 20): L = L_l + lambda_u gamma-weighted L_u + mu_1 L_MTL + mu_2 L_ACL over the
+    teacher-student base (docs/PEERS_ACL_MTL.md, "One training step", with our choices).
+
+    Each unlabeled clip comes as a short clip (weak and strong views) and N long clips that contain
+    it (`ClipMode.MULTISCALE`). The teacher labels it from all N + 1 clips (Eq. 19) and gives f^p and
+    the calibrated long-clip outputs; the student's strong short clip is the anchor of Eq. 11, the
+    input of L_u and the query side of Eq. 17. The heads h and g_n are the step's own: trained by
+    their own AdamW (f_E's learning rate and cosine schedule), followed by the teacher's copies, and
+    kept with the prototypes, the feature bank and the centres in the step state, so E.pt stays a
+    plain f_E checkpoint and a resumed run continues all of them."""
+
+    def __init__(
+        self,
+        student: ActionEncoder,
+        options: TeacherStudentTraining,
+        acl: AclMtlOptions,
+        training: Optimization,
+        labels: EpochPseudoLabels,
+        files: PseudoLabelFiles,
+    ) -> None:
+        super().__init__(student, options, labels, files)
+        self.acl = acl
+        device = next(student.parameters()).device
+        scales = len(acl.long_multipliers)
+        self.heads = AclMtlHeads(student.feature_dim, student.position_channels, scales, acl).to(device)
+        self.teacher_heads = copy.deepcopy(self.heads).eval()
+        for p in self.teacher_heads.parameters():
+            p.requires_grad_(False)
+        self.head_optimizer = torch.optim.AdamW(
+            self.heads.parameters(), lr=training.lr, weight_decay=training.weight_decay
+        )
+        self.head_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.head_optimizer, T_max=max(training.epochs, 1)
+        )
+        self.prototypes = PrototypeMemory(labels.num_classes, acl.projection_dim, acl.prototype_momentum, device)
+        self.bank = FeatureBank(min(acl.bank_size, len(labels.video_ids)), acl.projection_dim, device)
+        self.centers = [TeacherCenter(acl.temporal_dim, acl.center_momentum, device) for _ in range(scales)]
+        self._pending: MultiScaleTargets | None = None  # what after_update puts in the bank and the centres
+
+    def __call__(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
+        assert isinstance(model, ActionEncoder)
+        acl = self.acl
+        batch = nested_to_device(batch, next(model.parameters()).device)
+        labeled, unlabeled = batch["labeled"], batch["unlabeled"]
+        self.heads.train(model.training)
+        with torch.no_grad():
+            targets = self.multiscale_targets(unlabeled)
+        with autocast(labeled["video"].device):
+            labeled_features = model.pool_positions(model.position_features(labeled["video"]))
+            strong_positions = model.position_features(unlabeled["strong"])
+            strong_features = model.pool_positions(strong_positions)
+            supervised_logits = model.fc(model.dropout(labeled_features)).float()
+            strong_logits = model.fc(model.dropout(strong_features)).float()
+            labeled_projection = self.heads.spatial(labeled_features).float()
+            anchor = self.heads.spatial(strong_features).float()  # f^a, Eq. 6
+            # Eq. 15: the student's short clip f^q* for g_s_n, its positions averaged
+            student_temporal = [g(strong_positions.mean(1)).float() for g in self.heads.temporal]
+        supervised = F.cross_entropy(supervised_logits, labeled["label"])  # Eq. 1
+        self.prototypes.update(labeled_projection.detach(), labeled["label"])  # Eq. 4-5, Alg. 1 line 2
+        bank_features, bank_labels = self.bank.features, self.bank.labels
+        reliability = prototype_reliability(  # Eq. 7-10
+            targets.positive,
+            targets.label,
+            bank_features,
+            bank_labels,
+            self.prototypes.prototypes,
+            acl.reliability_threshold,
+        )
+        contrastive = adaptive_contrastive_loss(  # Eq. 11
+            anchor,
+            targets.positive,
+            targets.label,
+            reliability.anchor_reliable,
+            bank_features,
+            bank_labels,
+            reliability.bank_reliable,
+            acl.contrastive_temperature,
+        )
+        unsupervised = reliability_weighted_unlabeled_loss(  # Sec. 3.5
+            strong_logits, targets.label, targets.confidence, reliability.anchor, acl.confidence_threshold
+        )
+        temporal = multi_scale_temporal_loss(  # Eq. 17-18
+            student_temporal,
+            targets.temporal,
+            acl.student_temperature,
+            acl.teacher_temperature,
+            [c.center for c in self.centers],
+        )
+        weight = reliability.anchor * (targets.confidence > acl.confidence_threshold)
+        self.labels.record(unlabeled["index"], targets.probs, weight)
+        self._pending = targets
+        return {
+            "loss": supervised
+            + self.options.unsupervised_weight * unsupervised
+            + acl.mtl_weight * temporal
+            + acl.acl_weight * contrastive,  # Eq. 20
+            "supervised": supervised.detach(),
+            "unsupervised": unsupervised.detach(),
+            "contrastive": contrastive.detach(),
+            "temporal": temporal.detach(),
+            "mask": (weight > 0).float().mean(),
+            "pl_acc": self._batch_accuracy(targets.label, unlabeled, weight),
+        }
+
+    def multiscale_targets(self, unlabeled: dict[str, Any]) -> MultiScaleTargets:
+        """The teacher on the weak short clip and the N long clips (`unlabeled["long"]`, (N, L, T, ...)).
+        The query f^q of Eq. 13 is the teacher's short clip (ours: the paper takes it from the student;
+        no gradient flows through it either way, and the teacher's costs no extra forward)."""
+        teacher, heads = self.teacher, self.teacher_heads
+        assert isinstance(teacher, ActionEncoder)
+        with autocast(unlabeled["weak"].device):
+            short_positions = teacher.position_features(unlabeled["weak"])
+            short_features = teacher.pool_positions(short_positions)
+            probs = [teacher.fc(short_features).float().softmax(1)]
+            positive = heads.spatial(short_features).float()
+            temporal = []
+            for n, head in enumerate(heads.temporal):
+                long_positions = teacher.position_features(unlabeled["long"][:, n])
+                probs.append(teacher.fc(teacher.pool_positions(long_positions)).float().softmax(1))
+                calibrated = cross_scale_calibration(short_positions.float(), long_positions.float())
+                temporal.append(head(calibrated.pooled).float())
+        label, confidence = multi_clip_pseudo_labels(probs)
+        return MultiScaleTargets(torch.stack(probs).mean(0), label, confidence, positive, temporal)
+
+    # ------------------------------------------------------------------ the engine's hooks
+
+    def after_update(self, model: nn.Module) -> None:
+        self.head_optimizer.step()
+        self.head_optimizer.zero_grad(set_to_none=True)
+        super().after_update(model)
+        ema_update(self.teacher_heads, self.heads, self.options.ema_decay)
+        if self._pending is not None:  # after the loss (choice 6): no clip is its own positive or negative
+            self.bank.push(self._pending.positive, self._pending.label)
+            for center, outputs in zip(self.centers, self._pending.temporal, strict=True):
+                center.update(outputs)
+            self._pending = None
+
+    def epoch_end(self, epoch: int) -> dict[str, float]:
+        self.head_scheduler.step()
+        return super().epoch_end(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "heads": self.heads.state_dict(),
+            "teacher_heads": self.teacher_heads.state_dict(),
+            "head_optimizer": self.head_optimizer.state_dict(),
+            "head_scheduler": self.head_scheduler.state_dict(),
+            "prototypes": self.prototypes.state_dict(),
+            "bank": self.bank.state_dict(),
+            "centers": [c.state_dict() for c in self.centers],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.heads.load_state_dict(state["heads"])
+        self.teacher_heads.load_state_dict(state["teacher_heads"])
+        self.head_optimizer.load_state_dict(state["head_optimizer"])
+        self.head_scheduler.load_state_dict(state["head_scheduler"])
+        self.prototypes.load_state_dict(state["prototypes"])
+        self.bank.load_state_dict(state["bank"])
+        for center, saved in zip(self.centers, state["centers"], strict=True):
+            center.load_state_dict(saved)

@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from fgar_cli.config import Config, Source
+from fgar_cli.config import Config, SelfTrainMethod, Source
 from fgar_cli.data.splits import labeled_count
 
 # Generator seeds used while developing fgar: 0 is the demo's, 1 chose theta and the TCLR settings,
@@ -145,6 +145,7 @@ class Arm:
     head: Head = Head.ACTION
     open_world: bool = False  # FinePseudo in the open world: `fgar openworld` (novel clips set aside)
     runs_as: str | None = None  # the key of an arm whose runs this one reads with another head
+    method: SelfTrainMethod = SelfTrainMethod.FINEPSEUDO  # a peer method: `fgar selftrain --method`
 
     @property
     def folder(self) -> str:
@@ -152,7 +153,7 @@ class Arm:
 
     @property
     def self_trains(self) -> bool:
-        return self.source is not None
+        return self.source is not None or self.method.teacher_student
 
 
 SUPERVISED = Arm("supervised", "supervised (TCLR start)")
@@ -177,4 +178,8 @@ NO_METRIC_LEARNING = Arm(
 NO_SCORE_LOSS = Arm("no_score_loss", "(d) no L_Score", Source.COLLAB, FitVariant.NO_SCORE_LOSS)
 NO_TRIPLET_LOSS = Arm("no_triplet_loss", "(e) no L_AT", Source.COLLAB, FitVariant.NO_TRIPLET_LOSS)
 NO_GITDL = Arm("no_gitdl", "(f) no GITDL", Source.COLLAB, FitVariant.NO_GITDL)
+# The peer methods (docs/PEERS.md): f_E alone, from the same fit-labeled E.pt, with their papers' settings.
+FIXMATCH = Arm("fixmatch", "FixMatch (EMA teacher)", method=SelfTrainMethod.FIXMATCH)
+SEFAR = Arm("sefar", "SeFAR", method=SelfTrainMethod.SEFAR)
+ACL_MTL = Arm("acl_mtl", "ACL+MTL", method=SelfTrainMethod.ACL_MTL)
 OPEN_FINEPSEUDO = Arm("finepseudo", "FinePseudo", Source.COLLAB, open_world=True)

@@ -18,17 +18,20 @@ from typing import Any
 import numpy as np
 
 from fgar_cli.reproduce.plan import (
+    ACL_MTL,
     ACTION_ON_ALIGNABILITY,
     ALIGNABILITY_ALONE,
     COMPUTE_MATCHED,
     CONFIDENCE,
     FINEPSEUDO,
+    FIXMATCH,
     NO_GITDL,
     NO_METRIC_LEARNING,
     NO_SCORE_LOSS,
     NO_TRIPLET_LOSS,
     OPEN_FINEPSEUDO,
     ORACLE,
+    SEFAR,
     SUPERVISED,
     UNCERTAINTY,
     VERIFY,
@@ -188,8 +191,9 @@ def paper_gain(paper: Paper, table: str, a: str, b: str, column: str) -> float |
 # --------------------------------------------------------------------------- Table 1
 
 
-TABLE1_ARMS = (SUPERVISED, CONFIDENCE, UNCERTAINTY, FINEPSEUDO, COMPUTE_MATCHED, ORACLE)
+TABLE1_ARMS = (SUPERVISED, CONFIDENCE, UNCERTAINTY, FINEPSEUDO, COMPUTE_MATCHED, ORACLE, FIXMATCH, SEFAR, ACL_MTL)
 CONTROLS = (COMPUTE_MATCHED, ORACLE)
+PEERS = (FIXMATCH, SEFAR, ACL_MTL)  # like the controls, at the ablation fraction only (their cost: PERFORMANCE)
 TABLE1_PAPER_ROWS = {"supervised": "TCLR", "pl": "PL", "ups": "UPS", "finepseudo": "FinePseudo"}
 
 
@@ -203,8 +207,8 @@ def table1(ws: Workspace, paper: Paper) -> TableResult:
         by_arm: dict[str, list[ArmRun]] = {}
         baseline: list[ArmRun] | None = None
         for arm in TABLE1_ARMS:
-            if arm in CONTROLS and fraction != scale.ablation_fraction:
-                continue  # the controls run at one fraction, the one Tables 5 and 6 share
+            if arm in CONTROLS + PEERS and fraction != scale.ablation_fraction:
+                continue  # the controls and peers run at one fraction, the one Tables 5 and 6 share
             value = paper_value(paper, "table1", TABLE1_PAPER_ROWS.get(arm.key), column)
             row, runs = method_row(ws, arm, cell_list, baseline, value, column)
             by_arm[arm.key] = runs
@@ -256,12 +260,20 @@ def table1(ws: Workspace, paper: Paper) -> TableResult:
                 scale.bootstrap,
             ),
         ]
+        for peer in PEERS:  # not in the paper: the field's other methods on the same runs
+            claims += [
+                claim(f"{peer.label} beats the supervised arm {at}", by_arm, peer.key, "supervised", scale.bootstrap),
+                claim(f"FinePseudo beats {peer.label} {at}", by_arm, "finepseudo", peer.key, scale.bootstrap),
+            ]
     notes = [
         "Each fraction's rows share their runs: every arm starts from the same fit-labeled f_E and f_A of "
         "a run, so differences are paired.",
         "The controls are not in the paper: `matched` trains both encoders for the self-training epochs on "
         "D_l alone (`--source none`); `oracle` takes FinePseudo's accepted clips with their true labels "
         "(`--set pseudo_labeling.oracle=true`).",
+        "The peer methods (docs/PEERS.md) are not in the paper's table either: `fgar selftrain --method "
+        "fixmatch|sefar|acl-mtl` from the same fit-labeled f_E, 10 epochs over the unlabeled clips with their "
+        "papers' settings; their pseudo-label figures are the last epoch's (the clips their teacher weighted).",
     ]
     return TableResult(
         "table1",

@@ -50,6 +50,10 @@ STEP_SECONDS = {  # measured: `make table1` from nothing, 2026-12-03, 108 steps 
     "fit": 39.0,
     "selftrain": 24.0,
     "evaluate": 8.0,
+    # the peer methods at the default settings (10 epochs over the unlabeled clips): estimates until measured
+    "selftrain_fixmatch": 60.0,
+    "selftrain_sefar": 300.0,
+    "selftrain_acl-mtl": 120.0,
     # measured: `make table2` after table1, 75 steps in 38 min
     "features": 30.0,  # Table 2: the frozen backbone over every frame of a dataset
     "fit_sequences": 61.0,
@@ -286,7 +290,17 @@ class Workspace:
         where = f"{arm.folder} in {cell.name} of dataset {cell.synth_seed}"  # arms sharing runs share steps
         ckpt_e, ckpt_a = fit / "E.pt", fit / "A.pt"
         trained: Path | None = None
-        if arm.self_trains:
+        if arm.self_trains and arm.method.teacher_student:
+            trained = folder / f"st_{arm.folder}"
+            peer = {"method": arm.method.value, "ckpt_e": str(ckpt_e), "out_dir": str(trained), "resume": True}
+            self._step(
+                f"selftrain_{arm.method.value}{on}",
+                f"selftrain --method {arm.method.value} {where}",
+                trained / "selftrain.json",
+                lambda: selftrain(self._config(SelfTrainConfig, "selftrain", peer, cell.features)),
+            )
+            ckpt_e = trained / "E.pt"
+        elif arm.self_trains:
             assert arm.source is not None
             trained = folder / f"st_{arm.folder}"
             options: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""`fgar selftrain --method fixmatch|sefar`: the peer methods, on the same data, splits and f_E as
+"""`fgar selftrain --method fixmatch|sefar|acl-mtl`: the peer methods, on the same data, splits and f_E as
 FinePseudo, writing the same artifacts.
 
     student = f_E from --ckpt-e (fit-labeled's), teacher = a copy of it
@@ -25,17 +25,28 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fgar_cli.artifacts import atomic_copy, atomic_write_json
 from fgar_cli.checkpoints import CheckpointRecord, load_encoders
-from fgar_cli.config import ActionRecipe, OpenWorldConfig, SelfTrainConfig, SelfTrainMethod, with_absolute_paths
+from fgar_cli.config import (
+    AclMtlOptions,
+    ActionRecipe,
+    OpenWorldConfig,
+    SelfTrainConfig,
+    SelfTrainMethod,
+    with_absolute_paths,
+)
 from fgar_cli.data.batches import EpochBatches, Stream
 from fgar_cli.data.dataset import ClipMode
+from fgar_cli.data.index import VideoEntry
 from fgar_cli.data.run_data import load_run_data
 from fgar_cli.engine import fit, fit_once
 from fgar_cli.errors import FgarError
 from fgar_cli.method.pseudolabels import read_pseudo_labels
 from fgar_cli.method.sefar import element_layout
 from fgar_cli.method.teacher_student import (
+    AclMtlStep,
     EpochPseudoLabels,
     FixMatchStep,
     PairedBatches,
@@ -51,8 +62,6 @@ def teacher_student_selftrain(cfg: SelfTrainConfig) -> dict[str, Any]:
     method = cfg.method
     if isinstance(cfg, OpenWorldConfig):
         raise FgarError(f"fgar openworld runs FinePseudo only, not --method {method.value}")
-    if method == SelfTrainMethod.ACL_MTL:
-        raise FgarError("--method acl-mtl is not available yet (its components are being built)")
     seed_everything(cfg.run.seed)
     encoders = load_encoders(cfg.ckpt_e, cfg.ckpt_a, need_alignability=False)
     data = load_run_data(encoders.data_paths(cfg.data), cfg.run)
@@ -92,7 +101,14 @@ def teacher_student_selftrain(cfg: SelfTrainConfig) -> dict[str, Any]:
     strong = options.strong_sequence_augment if data.index.is_sequence else options.strong_augment
     passes = cfg.sefar.teacher_passes if method == SelfTrainMethod.SEFAR else 1
     unlabeled_ids = data.split.unlabeled
-    unlabeled = data.clips(unlabeled_ids, stored.clip, ClipMode.PAIR, seed=seed, strong=strong, weak_views=passes)
+    if method == SelfTrainMethod.ACL_MTL:
+        steps = multiscale_frame_steps(cfg.acl_mtl, stored.clip.num_frames, data.entries(unlabeled_ids))
+        console.print(f"acl-mtl: short clips every {steps[0]} frames, long clips every {list(steps[1:])}")
+        unlabeled = data.clips(
+            unlabeled_ids, stored.clip, ClipMode.MULTISCALE, seed=seed, strong=strong, frame_steps=steps
+        )
+    else:
+        unlabeled = data.clips(unlabeled_ids, stored.clip, ClipMode.PAIR, seed=seed, strong=strong, weak_views=passes)
     workers = cfg.run.num_workers
     batches = PairedBatches(
         EpochBatches(labeled, seed, Stream.ACTION, training.batch_size, num_workers=workers),
@@ -101,11 +117,15 @@ def teacher_student_selftrain(cfg: SelfTrainConfig) -> dict[str, Any]:
         ),
     )
     labels = EpochPseudoLabels(unlabeled_ids, data.truth(unlabeled_ids), data.num_classes)
-    files = PseudoLabelFiles(out, data.class_names, options.threshold, config, encoders.paths)
-    if layout is None:
-        step: FixMatchStep = FixMatchStep(student, options, labels, files)
-    else:
+    threshold = cfg.acl_mtl.confidence_threshold if method == SelfTrainMethod.ACL_MTL else options.threshold
+    files = PseudoLabelFiles(out, data.class_names, threshold, config, encoders.paths)
+    step: FixMatchStep
+    if method == SelfTrainMethod.ACL_MTL:
+        step = AclMtlStep(student, options, cfg.acl_mtl, training, labels, files)
+    elif layout is not None:
         step = SefarStep(student, options, cfg.sefar, layout, labels, files)
+    else:
+        step = FixMatchStep(student, options, labels, files)
     record = CheckpointRecord(data.class_names, recipe, config, {"method": method.value})
     console.print(
         f"{method.value}: {len(data.split.labeled)} labeled and {len(unlabeled_ids)} unlabeled clips, "
@@ -124,6 +144,19 @@ def teacher_student_selftrain(cfg: SelfTrainConfig) -> dict[str, Any]:
         log=run.log,
     )
     return finish(cfg, out, options.epochs)
+
+
+def multiscale_frame_steps(options: AclMtlOptions, clip_frames: int, entries: list[VideoEntry]) -> list[int]:
+    """ACL+MTL's frame steps: the short clip's, then each long clip's (a multiple of it). Without a
+    `short_interval`, the longest clip spans about the median video (the paper's 32-frame step over
+    8 frames spans 225 frames, about a UCF101 video of 186), so the long clips see the whole action
+    and the short one a part of it."""
+    short = options.short_interval
+    if short is None:
+        counted = [e.num_frames for e in entries if e.num_frames > 0]
+        median = float(np.median(counted)) if counted else float(clip_frames)
+        short = max(1, round(median / (max(options.long_multipliers) * max(clip_frames - 1, 1))))
+    return [short, *(short * m for m in options.long_multipliers)]
 
 
 def finish(cfg: SelfTrainConfig, out: Path, epochs: int) -> dict[str, Any]:
