@@ -7,6 +7,8 @@
 # Needs a GPU for reasonable run times. Settings: examples/diving48.yaml. As in the paper, f_E starts
 # from TCLR: set INIT_E to TCLR's released R(2+1)D-18 Kinetics-400 weights (a local file; nothing is
 # downloaded), or leave it unset to pretrain f_E with TCLR's losses on each split's unlabeled videos.
+# Several GPUs: NPROC=8 examples/diving48.sh ...; several nodes: also NNODES, NODE_RANK, MASTER_ADDR
+# (and MASTER_PORT), the same command on every node (docs/DISTRIBUTED.md). Batch sizes are per process.
 set -euo pipefail
 if [ $# -lt 2 ]; then echo "usage: $0 DIVING48_ROOT RUN_DIR" >&2; exit 2; fi
 ROOT=$1

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from fgar_cli import __version__
+from fgar_cli.distributed import after_write
 from fgar_cli.errors import FgarError
 from fgar_cli.files import atomic_path, atomic_write_bytes, os_error
 
@@ -33,6 +34,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, payload: Any) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
+    after_write(path)  # under torchrun: rank 0 wrote it, and every rank may read it from here on
 
 
 def _json_default(obj: Any) -> Any:
@@ -115,6 +117,7 @@ def write_h5(
             else:
                 f.create_dataset(name, data=arr)
     atomic_write_bytes(path, buffer.getvalue())
+    after_write(path)
 
 
 def _to_numpy(data: Any) -> np.ndarray:
@@ -201,3 +204,4 @@ def atomic_copy(src: str | Path, dst: str | Path) -> None:
             if not Path(src).is_file():
                 raise os_error(src, exc, "cannot read") from None
             raise
+    after_write(dst)

@@ -43,6 +43,7 @@ from fgar_cli.config import (
     validate,
 )
 from fgar_cli.data.run_data import RunData
+from fgar_cli.distributed import after_write
 from fgar_cli.errors import FgarError
 from fgar_cli.files import atomic_write_bytes, os_error
 from fgar_cli.models import (
@@ -69,6 +70,7 @@ def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> None:
     buffer = io.BytesIO()  # serialised in memory: torch never writes to the disk itself (fgar_cli.files)
     torch.save(full, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+    after_write(path)  # under torchrun: rank 0 wrote it (fgar_cli.distributed)
 
 
 def load_checkpoint(path: str | Path, kind: EncoderKind | None = None) -> dict[str, Any]:

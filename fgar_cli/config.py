@@ -273,7 +273,7 @@ class ActionTraining(Optimization):
 
     epochs: int = Field(30, ge=0, description="epochs of f_E training")
     lr: float = Field(1e-3, gt=0, description="f_E's learning rate")
-    batch_size: int = Field(8, ge=1, description="clips per f_E batch")
+    batch_size: int = Field(8, ge=1, description="clips per f_E batch (per process under torchrun)")
 
 
 class AlignabilityTraining(Optimization):
@@ -290,7 +290,7 @@ class GitdlTraining(Optimization):
 
     epochs: int = Field(10, ge=1, description="GITDL epochs")
     lr: float = Field(3e-4, gt=0, description="learning rate")
-    batch_size: int = Field(8, ge=1, description="videos per batch")
+    batch_size: int = Field(8, ge=1, description="videos per batch (per process under torchrun)")
 
 
 # TCLR's augmentation, as its authors' code draws it per clip (scale 0.6 to 1, jitter of 0.25, which
@@ -303,7 +303,9 @@ class ActionPretraining(Optimization):
 
     epochs: int = Field(20, ge=1, description="TCLR epochs")
     lr: float = Field(1e-3, gt=0, description="learning rate (TCLR: Adam, 1e-3)")
-    batch_size: int = Field(8, ge=2, description="videos per batch (each gives 2 x (1 + local_clips) clips)")
+    batch_size: int = Field(
+        8, ge=2, description="videos per batch (each gives 2 x (1 + local_clips) clips; per process under torchrun)"
+    )
     augment: Augmentation = Field(TCLR_AUGMENTATION, description="augmentation of each clip of each view")
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from fgar_cli import distributed
 from fgar_cli.checkpoints import CheckpointRecord, load_checkpoint, model_fields, save_checkpoint
 from fgar_cli.config import Optimization
 from fgar_cli.data.batches import EpochBatches
@@ -79,6 +80,7 @@ class Meter:
     def means(self) -> dict[str, float]:
         out = {k: v / max(self.count, 1) for k, v in self.sums.items()}
         out["clips_per_s"] = self.clips / max(time.perf_counter() - self.start, 1e-9)
+        out["steps"] = float(self.count)  # optimisation steps (under torchrun: this rank's, every rank's alike)
         return out
 
     def info(self) -> str:
@@ -101,16 +103,19 @@ def train_one_epoch(
         task = progress.add_task(description, total=len(loader), info="")
         for batch in loader:
             progress.advance(task)
-            if batch is None:  # every video of the batch was unreadable
+            # every video of the batch was unreadable (under torchrun: on some rank; all skip the step)
+            if distributed.any_rank(batch is None, device):
                 continue
             batch = to_device(batch, device)
             terms = step(model, batch)
             loss = terms["loss"]
-            if not torch.isfinite(loss).all():
+            if distributed.any_rank(not bool(torch.isfinite(loss).all()), device):
                 raise NonFiniteLoss(loss.item())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(model)  # under torchrun: what DDP synchronises
             optimizer.step()
+            distributed.broadcast_module(model, buffers_only=True)
             if stateful:
                 step.after_update(model)  # e.g. the EMA teacher follows the student
             meter.update(len(batch["index"]), {k: v.item() for k, v in terms.items()})
@@ -151,6 +156,14 @@ def fit(
             state["step_state"] = step.state_dict()
         save_checkpoint(last_path, {**finished_payload(epoch, history), **state})
 
+    place = distributed.world()
+    if place.distributed:  # every rank starts from rank 0's weights, as DDP does
+        distributed.broadcast_module(model)
+        console.print(
+            f"{description}: {place.size} processes, batch size {per_process_batch(batches)} per process "
+            f"(the configured one; {place.size} x it in all), gradients averaged over them",
+            markup=False,
+        )
     start, history = 1, []
     if resume and last_path.exists():
         ckpt = load_checkpoint(last_path, kind=model.kind)
@@ -213,6 +226,17 @@ def fit(
     if not last_path.exists():  # zero epochs asked for: the untrained model is the result
         save(0, history)
     return history
+
+
+def per_process_batch(batches: object) -> str:
+    """The clips of one step of one process, as the configuration gives them."""
+    sampler = getattr(batches, "sampler", None)
+    if sampler is not None:  # P x K class-balanced
+        return f"{sampler.P} x {sampler.K} = {sampler.P * sampler.K}"
+    labeled = getattr(batches, "labeled", None)  # a peer method's paired batches
+    if labeled is not None:
+        return f"{labeled.batch_size} labeled + {batches.unlabeled.batch_size} unlabeled"  # type: ignore[attr-defined]
+    return str(getattr(batches, "batch_size", "?"))
 
 
 def fit_once(

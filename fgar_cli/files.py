@@ -19,9 +19,11 @@ import contextlib
 import errno
 import os
 import secrets
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from fgar_cli.distributed import is_main
 from fgar_cli.errors import FgarError
 
 _REASONS = {
@@ -126,12 +128,21 @@ def _fsync_folder(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, every_rank: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to `path` for a writer that needs a file name (an image, a video);
-    on success it is flushed and renamed onto `path`, on any failure or interruption removed."""
+    on success it is flushed and renamed onto `path`, on any failure or interruption removed.
+
+    Under torchrun only rank 0 writes (`fgar_cli.distributed`): the others get a scratch file that is
+    thrown away, unless `every_rank` (a cache each process fills with its own entries)."""
     final = Path(path)
     if final.is_dir():
         raise FgarError(f"{final}: is a folder; give the name of the file to write")
+    if not every_rank and not is_main():
+        with tempfile.TemporaryDirectory(prefix="fgar-rank-") as scratch:
+            discarded = Path(scratch) / final.name
+            discarded.touch()  # writers open the temporary file, as they do beside `path`
+            yield discarded
+        return
     make_folder(final.parent)
     tmp = _temporary_name(final)
     try:

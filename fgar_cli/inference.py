@@ -6,12 +6,15 @@ Results come back in dataset order; a clip whose video could not be read gets Na
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from fgar_cli import distributed
 from fgar_cli.errors import FgarError
 from fgar_cli.progress import progress_bar
 from fgar_cli.runtime import autocast, to_device
@@ -51,15 +54,20 @@ def run_encoders(
     n = len(loader.dataset)
     results: dict[str, Tensor] = {}
     valid = torch.zeros(n, dtype=torch.bool)
+    shard = RankBatches(loader, distributed.world())
+    views = getattr(loader.dataset, "num_views", 1)
     with progress_bar() as progress:
-        task = progress.add_task(what, total=len(loader), info="")
-        for batch in loader:
+        task = progress.add_task(what, total=len(shard), info="")
+        for batch, others in shard:
+            if generator is not None and action is not None:
+                for size in others:  # the other ranks' batches before this one: their MC masks, unused here
+                    torch.rand((mc_passes, size * views, action.feature_dim), generator=generator, device=device)
             progress.advance(task)
             if batch is None:
                 continue
             clips = to_device(batch, device)["video"]
-            views = getattr(loader.dataset, "num_views", 1) > 1  # (B, V, T, 3, H, W) or, sequences, (B, V, T, D)
-            flat = clips.flatten(0, 1) if views else clips
+            several = views > 1  # (B, V, T, 3, H, W) or, sequences, (B, V, T, D)
+            flat = clips.flatten(0, 1) if several else clips
             idx = batch["index"]
             outputs: dict[str, Tensor] = {}
             for name, model in models.items():
@@ -73,14 +81,69 @@ def run_encoders(
                     out = model(flat).float()
                 outputs[name] = out.softmax(-1) if name == "probs" else out
             for name, out in outputs.items():
-                out = out.unflatten(0, clips.shape[:2]) if views else out.unsqueeze(1)
+                out = out.unflatten(0, clips.shape[:2]) if several else out.unsqueeze(1)
                 if name not in results:
                     results[name] = torch.full((n, *out.shape[1:]), float("nan"))
                 results[name][idx] = out.cpu()
             valid[idx] = True
+    if shard.place.distributed:
+        results, valid = _gather(results, valid, n)
     if not valid.any():
         raise FgarError(f"{what}: none of the {n} clips could be read (see the warnings above)")
     return Outputs(results.get("probs"), results.get("embeddings"), valid, results.get("mc_probs"))
+
+
+class RankBatches:
+    """The batches of `loader` this rank runs: batch k goes to rank k mod N (all of them in one
+    process), so each batch holds the clips it holds in one process and scores come out bit-equal.
+    Yields (batch or None, the sizes of the other ranks' batches since the last one of this rank)."""
+
+    def __init__(self, loader: DataLoader, place: distributed.World) -> None:
+        self.loader, self.place = loader, place
+        size, n = loader.batch_size or 1, len(loader.dataset)
+        self.all_batches = [list(range(k, min(k + size, n))) for k in range(0, n, size)]
+        self.mine = self.all_batches[place.rank :: place.size]
+
+    def __len__(self) -> int:
+        return len(self.mine)
+
+    def __iter__(self) -> Iterator[tuple[dict[str, Any] | None, list[int]]]:
+        if not self.place.distributed:
+            for batch in self.loader:
+                yield batch, []
+            return
+        loader = DataLoader(
+            self.loader.dataset,
+            batch_sampler=self.mine,
+            num_workers=self.loader.num_workers,
+            collate_fn=self.loader.collate_fn,
+        )
+        sizes = [len(b) for b in self.all_batches]
+        done = 0
+        for i, batch in enumerate(loader):
+            k = i * self.place.size + self.place.rank
+            yield batch, sizes[done:k]
+            done = k + 1
+
+
+def _gather(results: dict[str, Tensor], valid: Tensor, n: int) -> tuple[dict[str, Tensor], Tensor]:
+    """Every rank's rows in one result: each clip was run on one rank, so summing over ranks with
+    zeros elsewhere gives its value exactly (x + 0 = x); never-read clips stay NaN."""
+    # a rank that read no clip has no result yet: the shapes come from the ranks that did
+    shapes: dict[str, tuple[int, ...]] = {}
+    for theirs in distributed.gather_objects({name: tuple(t.shape) for name, t in results.items()}):
+        shapes.update(theirs)
+    counts = distributed.sum_over_ranks(valid.to(torch.int32))
+    gathered = {}
+    for name in sorted(shapes):  # the same order on every rank
+        mine = results.get(name, torch.full(shapes[name], float("nan")))
+        summed = distributed.sum_over_ranks(torch.where(_rows(valid, mine), mine, torch.zeros_like(mine)))
+        gathered[name] = torch.where(_rows(counts > 0, summed), summed, torch.full_like(summed, float("nan")))
+    return gathered, counts > 0
+
+
+def _rows(mask: Tensor, like: Tensor) -> Tensor:
+    return mask.view(-1, *([1] * (like.ndim - 1))).expand_as(like)
 
 
 def _mc_dropout(

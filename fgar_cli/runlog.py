@@ -37,6 +37,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from fgar_cli import __version__
 from fgar_cli.artifacts import atomic_write_text
+from fgar_cli.distributed import is_main
 from fgar_cli.errors import FgarError
 from fgar_cli.interrupts import Interrupted, message
 from fgar_cli.progress import console
@@ -68,6 +69,8 @@ class _Sink:
     warned: bool = False
 
     def do(self, write: Callable[[], None]) -> None:
+        if not is_main():  # under torchrun the run's record is rank 0's
+            return
         if self.waiting():
             self.pending.append(write)
             return

@@ -28,6 +28,7 @@ import yaml
 from fgar_cli import __version__
 from fgar_cli.artifacts import atomic_write_json, atomic_write_text
 from fgar_cli.config import Config
+from fgar_cli.distributed import barrier
 from fgar_cli.errors import FgarError
 from fgar_cli.files import check_writable_folder, claim_on_first_write, read_text, remove_keeping_temporaries
 from fgar_cli.runlog import FILES as LOG_FILES
@@ -110,6 +111,8 @@ class RunFolder:
         """Check the folder against this run before any work starts (see the module notes)."""
         check_writable_folder(self.path)
         previous = self.previous()
+        old = self.leftovers()
+        barrier(f"opening {self.path}")  # under torchrun: every rank has looked before rank 0 writes
         current = config.model_dump(mode="json")
         if previous is not None and previous.get("stage") != self.stage:
             raise FgarError(
@@ -125,7 +128,6 @@ class RunFolder:
                 )
             self._write(current)
             return self._opened(resume)
-        old = self.leftovers()
         if (previous is not None or old) and not force:
             raise FgarError(
                 f"{self.path}: already holds a {self.stage.replace('_', '-')} run; pass --resume to continue it, "

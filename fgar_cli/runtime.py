@@ -18,14 +18,21 @@ from fgar_cli.errors import FgarError
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device a stage runs on; under torchrun, also this process's place in the run
+    (`fgar_cli.distributed`): it joins the process group, and "auto" or "cuda" is its own GPU."""
+    from fgar_cli.distributed import init_from_environment
+
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise FgarError(f"--device: unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FgarError(f"--device {name}: CUDA is not available on this machine")
+    place = init_from_environment(device.type)
+    if device.type == "cuda" and place.distributed and device.index is None:
+        return torch.device("cuda", place.local_rank)
     return device
 
 

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from fgar_cli.data.dataset import ClipDataset, collate_skip_none
+from fgar_cli.distributed import shard_indices, world
 from fgar_cli.errors import FgarError
 from fgar_cli.runtime import epoch_seed
 
@@ -45,12 +46,16 @@ class ClassBalancedBatches(Sampler[list[int]]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.num_batches
+        return max(1, math.ceil(self.num_batches / world().size))
 
     def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
+        place = world()
+        # under torchrun each rank draws its own batches, and together they make about one epoch
+        rng = np.random.default_rng(
+            [self.seed, self.epoch, place.rank] if place.distributed else [self.seed, self.epoch]
+        )
         classes = list(self.by_class)
-        for _ in range(self.num_batches):
+        for _ in range(len(self)):
             batch: list[int] = []
             for c in rng.choice(classes, size=self.P, replace=False):
                 members = self.by_class[int(c)]
@@ -77,12 +82,28 @@ class EpochBatches:
     drop_last: bool = False
 
     def for_epoch(self, epoch: int) -> DataLoader:
-        torch.manual_seed(epoch_seed(self.seed, self.stream, epoch))
+        place = world()
+        # under torchrun each rank's dropout draws its own masks (its own seed from the run's)
+        torch.manual_seed(epoch_seed(self.seed, self.stream, epoch, *([place.rank] if place.distributed else [])))
         self.dataset.set_epoch(epoch)
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
             return DataLoader(
                 self.dataset, batch_sampler=self.sampler, num_workers=self.num_workers, collate_fn=collate_skip_none
+            )
+        if place.distributed:
+            # one shuffle for all ranks (the same generator everywhere), then each rank's share of it
+            order = torch.randperm(
+                len(self.dataset),
+                generator=torch.Generator().manual_seed(epoch_seed(self.seed, self.stream + 1, epoch)),
+            ).tolist()
+            return DataLoader(
+                self.dataset,
+                batch_size=self.batch_size,
+                sampler=shard_indices(order, place),
+                num_workers=self.num_workers,
+                collate_fn=collate_skip_none,
+                drop_last=self.drop_last,
             )
         return DataLoader(
             self.dataset,

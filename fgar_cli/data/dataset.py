@@ -39,6 +39,7 @@ worker processes too; the reasons (`skip_reasons`) are only known in the process
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from enum import StrEnum
@@ -56,6 +57,7 @@ from fgar_cli.data.sampling import gitdl_indices, long_term_indices, segment_ind
 from fgar_cli.data.sequences import SequenceReadError, fill_missing, read_sequence
 from fgar_cli.data.transforms import ClipTransform, SequenceTransform
 from fgar_cli.data.video import VideoDecodeError, count_frames, read_frames
+from fgar_cli.distributed import decode_watchdog
 from fgar_cli.errors import FgarError
 
 log = logging.getLogger(__name__)
@@ -235,10 +237,12 @@ class ClipDataset(Dataset):
         if self.index.is_sequence:
             return self._read_steps(entry, path, clips, end)
         wanted = np.concatenate(clips)
-        if self.cache is not None:
-            frames = self.cache.read(path, wanted, start, end, total)
-        else:
-            frames = read_frames(path, wanted, total_frames=total)
+        watchdog = decode_watchdog()  # under torchrun: a hung decode names its rank and file
+        with watchdog.watch(path) if watchdog is not None else contextlib.nullcontext():
+            if self.cache is not None:
+                frames = self.cache.read(path, wanted, start, end, total)
+            else:
+                frames = read_frames(path, wanted, total_frames=total)
         return np.split(frames, np.cumsum([len(c) for c in clips])[:-1])
 
     def _read_steps(self, entry: VideoEntry, path: Path, clips: Sequence[np.ndarray], end: int) -> list[np.ndarray]:

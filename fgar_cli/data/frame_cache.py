@@ -121,7 +121,7 @@ class FrameCache:
                 self.full = True
                 return
         try:
-            with atomic_path(file) as tmp, open(tmp, "wb") as f:
+            with atomic_path(file, every_rank=True) as tmp, open(tmp, "wb") as f:
                 np.save(f, frames)
         except Exception:  # noqa: BLE001 (a cache that cannot be written is only a slower run)
             self.full = True

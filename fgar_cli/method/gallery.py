@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fgar_cli import distributed
 from fgar_cli.artifacts import read_h5, write_h5
 from fgar_cli.checkpoints import Encoders
 from fgar_cli.config import ClassifierConfig, ClipConfig, Config
@@ -118,11 +119,13 @@ def pair_logits(
     g = gallery if gallery.dim() == 4 else gallery.unsqueeze(1)
     T = q.shape[2]
     total = torch.zeros(q.shape[0], g.shape[0])
+    # under torchrun each rank scores its own block of queries, and the blocks are summed into one
+    rows = distributed.block_of(q.shape[0], distributed.world())
     for v in range(q.shape[1]):
         for w in range(g.shape[1]):
-            d = pairwise_soft_dtw(q[:, v].to(device), g[:, w].to(device), gamma) / T
-            total += model_a.score_head.logit(d).float().cpu()
-    return total / (q.shape[1] * g.shape[1])
+            d = pairwise_soft_dtw(q[rows, v].to(device), g[:, w].to(device), gamma) / T
+            total[rows] += model_a.score_head.logit(d).float().cpu()
+    return distributed.sum_over_ranks(total) / (q.shape[1] * g.shape[1])
 
 
 @dataclass
