@@ -51,7 +51,10 @@ def test_fit_labeled_takes_the_configured_steps_per_process(tiny_run: Path, tmp_
     assert action["history"][0]["steps"] == math.ceil(math.ceil(labeled / 2) / 2)
     alignability = load_checkpoint(out / "A.pt", kind="alignability")
     assert alignability["history"][0]["steps"] >= 1
-    assert "2 processes, batch size 2 per process" in " ".join(done.stderr.split())
+    printed = " ".join(done.stderr.split())
+    assert "2 processes, batch size 2 per process" in printed
+    summary = " ".join(done.stdout.split())
+    assert summary.count("processes │ 2 (batch sizes are per process") == 1  # one summary, and it says so too
     log = (out / "log.txt").read_text()
     assert log.count("fit-labeled started") == 1  # one record of the run: rank 0's
 

@@ -26,6 +26,7 @@ from fgar_cli.config import (
     PseudoLabelConfig,
     SelfTrainConfig,
 )
+from fgar_cli.distributed import world
 
 console = Console()
 
@@ -120,7 +121,12 @@ CLASSIFIER = (THETA, TAU, RHO)
 
 
 def print_summary(title: str, summary: dict[str, Any]) -> None:
+    place = world()
+    if not place.is_main:  # under torchrun: one summary, rank 0's
+        return
     table = Table(title=title, show_header=False)
+    if place.distributed:  # under torchrun: how the configured batch sizes were read
+        table.add_row("processes", f"{place.size} (batch sizes are per process: {place.size} x them per step)")
     for key, value in summary.items():
         if isinstance(value, float):
             value = "nan" if math.isnan(value) else f"{value:.4g}"
