@@ -543,6 +543,11 @@ class SefarOptions(Config):
     element_length: int = Field(2, ge=1, description="L frames per fine-grained element")
     context_length: int = Field(4, ge=1, description="frames of the context element (about 2L in the paper)")
     teacher_passes: int = Field(10, ge=1, description="the teacher's repeated predictions for Adaptive Regulation")
+    warmup_epochs: int = Field(
+        2,
+        ge=0,
+        description="supervised-only epochs before the unlabeled loss ramps up (the authors' 5 of 30, scaled)",
+    )
 
 
 class AclMtlOptions(Config):

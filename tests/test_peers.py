@@ -67,21 +67,26 @@ def test_fixmatch_threshold_one_accepts_nothing(cli: Cli, tiny_run: Path, tmp_pa
 
 def test_sefar_trains_f_e_on_the_dual_level_elements(cli: Cli, tiny_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "sefar"
-    done = _selftrain(cli, tiny_run, out, "sefar", "--set", "sefar.teacher_passes=2")
+    done = _selftrain(cli, tiny_run, out, "sefar", "--set", "sefar.teacher_passes=2", "--set", "sefar.warmup_epochs=1")
     assert done.code == 0, done.out + done.err
     ckpt = load_checkpoint(out / "E.pt", kind="action")
     frames = int(CLIP[CLIP.index("--num-frames") + 1])
     assert ckpt["arch"]["frame_order"] == element_layout(frames, 2, 2, 4).weak.tolist()
     summary = json.loads((out / "selftrain.json").read_text())
     assert len(summary["rounds"]) == 2 and summary["method"] == "sefar"
+    # epoch 1 is the supervised warm-up: no clip has weight; epoch 2 ramps to xi = 1 (its last epoch)
+    assert summary["rounds"][0]["round_pl_count"] == 0 < summary["rounds"][1]["round_pl_count"]
     # evaluate (and so predict and export) see clips through the same frame order
     assert cli(["evaluate", "--ckpt-e", out / "E.pt", "--out-dir", tmp_path / "eval", "--num-views", 1]).code == 0
     again = _selftrain(cli, tiny_run, tmp_path / "twice", "sefar", "--ckpt-e", out / "E.pt")
     again.error_line("already has a frame order")
+    _selftrain(cli, tiny_run, tmp_path / "warm", "sefar").error_line("sefar.warmup_epochs=2", "fewer warm-up epochs")
 
 
 def test_a_layout_longer_than_the_clip_is_one_error_line(cli: Cli, tiny_run: Path, tmp_path: Path) -> None:
-    done = _selftrain(cli, tiny_run, tmp_path / "long", "sefar", "--set", "sefar.context_length=40")
+    done = _selftrain(
+        cli, tiny_run, tmp_path / "long", "sefar", "--set", "sefar.context_length=40", "--set", "sefar.warmup_epochs=1"
+    )
     done.error_line("sefar")
 
 

@@ -6,7 +6,8 @@ the labeled clips by cross-entropy; the teacher, an exponential moving average o
 weights, labels each unlabeled clip from its weak view, and the student learns that label from the
 strong view, weighted by a per-clip coefficient (FixMatch: 1 when the teacher's confidence clears the
 threshold, else 0; SeFAR: Adaptive Regulation). loss = L_sup + lambda_u L_un. After each optimizer
-step the teacher follows the student (`after_update`).
+step the teacher follows the student (`after_update`). ACL+MTL (`AclMtlStep`) adds its contrastive
+and multi-scale temporal terms on the same base, over short and long clips of each unlabeled video.
 
 The teacher and the epoch's pseudo-labels are the step's state (`fgar_cli.objectives.StatefulStep`):
 the engine keeps them in E_last.pt, so a resumed run continues them. At the end of each epoch the
@@ -51,7 +52,7 @@ from fgar_cli.method.acl_mtl import (
 )
 from fgar_cli.method.fixmatch import confident_pseudo_labels, consistency_loss, ema_update
 from fgar_cli.method.pseudolabels import PseudoLabels, Selection, pseudo_label_stats, write_pseudo_labels
-from fgar_cli.method.sefar import ElementLayout, adaptive_regulation
+from fgar_cli.method.sefar import ElementLayout, adaptive_regulation, unsupervised_ramp
 from fgar_cli.models import ActionEncoder, ProjectionHead
 from fgar_cli.runtime import autocast, to_device
 
@@ -263,6 +264,7 @@ class SefarStep(FixMatchStep):
         super().__init__(student, options, labels, files)
         self.sefar = sefar
         self.layout = layout
+        self.epoch = 1  # the epoch being trained: the warm-up factor xi depends on it
 
     def teacher_targets(self, unlabeled: dict[str, Any]) -> tuple[Tensor, Tensor]:
         weak = unlabeled["weak"]  # (N, R, T, ...) or (N, T, ...) with one pass
@@ -272,7 +274,21 @@ class SefarStep(FixMatchStep):
             probs = self.teacher(views.flatten(0, 1)).float().softmax(1)  # the teacher's frame_order: weak layout
         repeated = probs.reshape(n, r, -1).transpose(0, 1)  # (R, N, C)
         _, coefficient, mean_probs = adaptive_regulation(repeated)
-        return mean_probs, coefficient
+        # Eq. 8's xi: supervised-only warm-up epochs (the student and the teacher learn the element
+        # layout first), then the authors' sine ramp; it scales each clip's weight
+        xi = unsupervised_ramp(self.epoch - 1, self.options.epochs, self.sefar.warmup_epochs)
+        return mean_probs, coefficient * xi
+
+    def epoch_end(self, epoch: int) -> dict[str, float]:
+        self.epoch = epoch + 1
+        return super().epoch_end(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.epoch = int(state["epoch"])
 
     def student_logits(self, model: nn.Module, clips: Tensor, strong: bool) -> Tensor:
         if not strong:

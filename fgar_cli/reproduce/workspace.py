@@ -50,10 +50,10 @@ STEP_SECONDS = {  # measured: `make table1` from nothing, 2026-12-03, 108 steps 
     "fit": 39.0,
     "selftrain": 24.0,
     "evaluate": 8.0,
-    # the peer methods at the default settings (10 epochs over the unlabeled clips): estimates until measured
-    "selftrain_fixmatch": 60.0,
-    "selftrain_sefar": 300.0,
-    "selftrain_acl-mtl": 120.0,
+    # measured: the peer methods in `make table1`, 2026-12-03 (10 epochs over 384 unlabeled clips)
+    "selftrain_fixmatch": 50.0,
+    "selftrain_sefar": 100.0,
+    "selftrain_acl-mtl": 80.0,
     # measured: `make table2` after table1, 75 steps in 38 min
     "features": 30.0,  # Table 2: the frozen backbone over every frame of a dataset
     "fit_sequences": 61.0,

@@ -6,9 +6,10 @@ FinePseudo, writing the same artifacts.
         for each batch of mu x B unlabeled clips (each beside B labeled ones):
             L_sup = CE(student(labeled clips), their labels)
             teacher labels each unlabeled clip's weak view; the clip's weight: FixMatch, confidence >
-            threshold; SeFAR, Adaptive Regulation over R repeated teacher predictions
+            threshold; SeFAR, Adaptive Regulation over R repeated teacher predictions; ACL+MTL,
+            the GMM reliability gamma of the clip's feature (its label from a short and two long clips)
             L_un = mean over the unlabeled clips of weight x CE(student(strong view), teacher label)
-            step on L_sup + lambda_u L_un; teacher = EMA of the student
+            step on L_sup + lambda_u L_un (ACL+MTL: + mu_1 L_MTL + mu_2 L_ACL); teacher = EMA of the student
         epoch_K/pseudo.h5: the teacher's labels of every unlabeled clip in that epoch, count, accuracy
 
 The result is the student (SeFAR evaluates the student; so do we for every method) as E.pt, a
@@ -88,6 +89,11 @@ def teacher_student_selftrain(cfg: SelfTrainConfig) -> dict[str, Any]:
             layout = element_layout(stored.clip.num_frames, s.fine_elements, s.element_length, s.context_length)
         except ValueError as exc:
             raise FgarError(f"--set sefar.*: {exc}") from None
+        if s.warmup_epochs >= options.epochs:
+            raise FgarError(
+                f"--set sefar.warmup_epochs={s.warmup_epochs}: needs fewer warm-up epochs than the "
+                f"{options.epochs} epochs of training (--ts-epochs)"
+            )
         # the trunk sees the elements from now on: no weight depends on the clip length
         student.config = student.config.model_copy(update={"frame_order": layout.weak.tolist()})
     device = resolve_device(cfg.run.device)
