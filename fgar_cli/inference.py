@@ -87,7 +87,7 @@ def run_encoders(
                 results[name][idx] = out.cpu()
             valid[idx] = True
     if shard.place.distributed:
-        results, valid = _gather(results, valid, n)
+        results, valid = _gather(results, valid)
     if not valid.any():
         raise FgarError(f"{what}: none of the {n} clips could be read (see the warnings above)")
     return Outputs(results.get("probs"), results.get("embeddings"), valid, results.get("mc_probs"))
@@ -126,7 +126,7 @@ class RankBatches:
             done = k + 1
 
 
-def _gather(results: dict[str, Tensor], valid: Tensor, n: int) -> tuple[dict[str, Tensor], Tensor]:
+def _gather(results: dict[str, Tensor], valid: Tensor) -> tuple[dict[str, Tensor], Tensor]:
     """Every rank's rows in one result: each clip was run on one rank, so summing over ranks with
     zeros elsewhere gives its value exactly (x + 0 = x); never-read clips stay NaN."""
     # a rank that read no clip has no result yet: the shapes come from the ranks that did

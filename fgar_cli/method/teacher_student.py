@@ -21,7 +21,7 @@ import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -169,6 +169,17 @@ class PseudoLabelFiles:
         return pl.stats()
 
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def teacher_copy(module: ModuleT) -> ModuleT:
+    """A frozen copy of `module` in eval mode: the EMA teacher's start (it learns only by `ema_update`)."""
+    teacher = copy.deepcopy(module).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
 class FixMatchStep:
     """One FixMatch step with an EMA teacher: L_sup on the labeled clips, thresholded consistency on
     the unlabeled ones (weak view -> teacher label, strong view -> student), then the teacher follows."""
@@ -180,9 +191,7 @@ class FixMatchStep:
         labels: EpochPseudoLabels,
         files: PseudoLabelFiles,
     ) -> None:
-        self.teacher = copy.deepcopy(student).eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher = teacher_copy(student)
         self.options = options
         self.labels = labels
         self.files = files
@@ -346,9 +355,7 @@ class AclMtlStep(FixMatchStep):
         device = next(student.parameters()).device
         scales = len(acl.long_multipliers)
         self.heads = AclMtlHeads(student.feature_dim, student.position_channels, scales, acl).to(device)
-        self.teacher_heads = copy.deepcopy(self.heads).eval()
-        for p in self.teacher_heads.parameters():
-            p.requires_grad_(False)
+        self.teacher_heads = teacher_copy(self.heads)
         self.head_optimizer = torch.optim.AdamW(
             self.heads.parameters(), lr=training.lr, weight_decay=training.weight_decay
         )
