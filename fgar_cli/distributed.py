@@ -39,13 +39,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
-
-import torch
-import torch.distributed as dist
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, TypeVar
 
 from fgar_cli.errors import FgarError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
+# torch is imported inside the functions that need it: `fgar --help` and the data commands never
+# join a process group, and importing torch there would cost them seconds of start-up
 
 TIMEOUT_VARIABLE = "FGAR_DIST_TIMEOUT"
 T = TypeVar("T")
@@ -78,7 +81,8 @@ def environment_world() -> World:
 
 def world() -> World:
     """This process's place in the run: the process group's once joined, else one of one."""
-    if dist.is_available() and dist.is_initialized():
+    dist = sys.modules.get("torch.distributed")  # not imported: no group can have been joined
+    if dist is not None and dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size(), environment_world().local_rank)
     return World()
 
@@ -97,7 +101,12 @@ def timeout_seconds() -> float:
 def init_from_environment(device_type: str) -> World:
     """Join torchrun's process group (once per process); returns this process's place."""
     place = environment_world()
-    if not place.distributed or dist.is_initialized():
+    if not place.distributed:
+        return world()
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
         return world()
     if not dist.is_available():
         raise FgarError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
@@ -119,12 +128,16 @@ def init_from_environment(device_type: str) -> World:
 
 
 def _leave() -> None:
+    import torch.distributed as dist
+
     if dist.is_initialized():
         dist.destroy_process_group()
 
 
 def collective(what: str, run: Callable[[], T]) -> T:
     """Run a collective; a timeout or a peer that died becomes one error line naming this rank."""
+    import torch.distributed as dist
+
     try:
         return run()
     except (RuntimeError, dist.DistBackendError) as exc:  # gloo and nccl report timeouts and peers this way
@@ -134,6 +147,8 @@ def collective(what: str, run: Callable[[], T]) -> T:
 
 def barrier(what: str = "barrier") -> None:
     if world().distributed:
+        import torch.distributed as dist
+
         collective(what, dist.barrier)
 
 
@@ -165,6 +180,9 @@ def average_gradients(model: nn.Module) -> None:
     """Average the gradients of `model` over the ranks (one all-reduce of them all, flattened)."""
     if not world().distributed:
         return
+    import torch
+    import torch.distributed as dist
+
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     if not grads:
         return
@@ -181,6 +199,9 @@ def broadcast_module(model: nn.Module, buffers_only: bool = False) -> None:
     """Give every rank rank 0's parameters and buffers (or its buffers alone: BatchNorm statistics)."""
     if not world().distributed:
         return
+    import torch
+    import torch.distributed as dist
+
     tensors = list(model.buffers()) if buffers_only else [*model.parameters(), *model.buffers()]
     with torch.no_grad():
         for t in tensors:
@@ -191,6 +212,9 @@ def sum_over_ranks(tensor: Tensor) -> Tensor:
     """`tensor` summed over the ranks, in place (on its device), returned."""
     if not world().distributed:
         return tensor
+    import torch
+    import torch.distributed as dist
+
     if dist.get_backend() == "nccl" and tensor.device.type != "cuda":  # nccl reduces GPU tensors only
         on_gpu = tensor.to(torch.device("cuda", torch.cuda.current_device()))
         collective("gathering results", lambda: dist.all_reduce(on_gpu))
@@ -204,6 +228,8 @@ def gather_objects(obj: T) -> list[T]:
     """`obj` from every rank, in rank order (small things: shapes, counts)."""
     if not world().distributed:
         return [obj]
+    import torch.distributed as dist
+
     out: list[T] = [obj] * world().size
     collective("gathering results", lambda: dist.all_gather_object(out, obj))
     return out
@@ -213,6 +239,8 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     """Whether `flag` holds on any rank (every rank gets the same answer)."""
     if not world().distributed:
         return flag
+    import torch
+
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     return bool(sum_over_ranks(value).item() > 0)
 
