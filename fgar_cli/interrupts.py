@@ -5,12 +5,18 @@ BaseException, so no `except Exception` swallows it, and not a KeyboardInterrupt
 click do not turn it into their silent exit. Code that knows what it keeps (the training engine:
 "epoch 3 is saved") raises `Interrupted` again with that message; anywhere else the CLI prints the
 general one. DataLoader worker processes keep Python's own behaviour (their parent reports).
+
+A signal that lands while a native package (torch, numba, ...) is being imported is not raised
+there: an exception thrown through torch's C++ initialisation aborts the process (SIGABRT, a core
+dump instead of one line), and some of those packages catch everything while they import, which
+would lose the signal. It is delivered again shortly after, until the import has finished.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 from types import FrameType
 
 EXIT_CODE = 130
@@ -24,14 +30,39 @@ class Interrupted(BaseException):
     """The user stopped the run (Ctrl-C or SIGTERM). Its message says what was kept."""
 
 
+# Packages with C or C++ initialisation that an exception must not cross. Pure-Python packages
+# (typer, rich, pydantic) are safe to interrupt and are not listed.
+NATIVE_PACKAGES = frozenset({"torch", "torchvision", "numba", "llvmlite", "numpy", "h5py", "decord", "PIL"})
+REDELIVERY_SECONDS = 0.05
+
 _main_pid: int | None = None
 _signals: list[int] = []
+
+
+def importing_native_package(frame: FrameType | None) -> bool:
+    """Whether `frame` runs inside the import of a module of NATIVE_PACKAGES (the module-level
+    code of one of its modules is on the stack)."""
+    while frame is not None:
+        package = str(frame.f_globals.get("__name__", "")).partition(".")[0]
+        if frame.f_code.co_name == "<module>" and package in NATIVE_PACKAGES:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _redeliver(signum: int) -> None:
+    timer = threading.Timer(REDELIVERY_SECONDS, os.kill, (os.getpid(), signum))
+    timer.daemon = True  # never keeps a finishing process alive
+    timer.start()
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
     if os.getpid() != _main_pid:  # a forked DataLoader worker: behave as Python would
         raise KeyboardInterrupt
     _signals.append(signum)
+    if importing_native_package(frame):
+        _redeliver(signum)
+        return
     raise Interrupted(GENERAL)
 
 
