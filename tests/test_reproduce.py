@@ -263,6 +263,7 @@ def test_each_target_writes_its_table(quick_tables: Path, name: str) -> None:
         assert (folder / file).stat().st_size > 0
     table = json.loads((folder / "table.json").read_text(), parse_constant=_reject_constant)
     assert table["scale"]["quick"] is True and table["rows"]
+    assert table["scale"]["config"].startswith("reproductions/"), "the repository's files, not this machine's paths"
     text = (folder / "table.md").read_text()
     assert "QUICK form" in text
     if name == "fig1c":

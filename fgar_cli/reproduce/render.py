@@ -122,7 +122,8 @@ def write_table(result: TableResult, scale: Scale, out: Path, console: Console) 
         {
             "table": result.name,
             "title": result.title,
-            "scale": scale.model_dump(mode="json"),
+            "scale": scale.model_dump(mode="json")
+            | {"config": shown_path(scale.config), "sequence_config": shown_path(scale.sequence_config)},
             "rows": strict_json(result.rows),
             "claims": [c.__dict__ for c in result.claims],
             "notes": result.notes,
