@@ -619,12 +619,14 @@ class EvaluateConfig(Config):
 
 
 class PredictConfig(Config):
-    """`fgar predict`: the top-k classes of new videos, with no labels, split or index."""
+    """`fgar predict`: the top-k classes of new videos (or sequences), with no labels, split or index."""
 
     ckpt_e: str | None = Field(None, description="f_E checkpoint (E.pt)")
     ckpt_a: str | None = Field(None, description="f_A checkpoint (A.pt): adds the collaborative prediction")
     inputs: list[str] = Field(
-        default_factory=list, description="video files, folders of videos (searched recursively), .txt lists of paths"
+        default_factory=list,
+        description="video files, folders of videos (searched recursively), .txt lists of paths; "
+        "for a sequence model, sequence files (.npy, .npz, .ts, .h5) the same ways",
     )
     out: str = Field("predictions.csv", description="CSV of the top-k classes per video; a .json beside it")
     top_k: int = Field(5, ge=1, description="classes listed per video")

@@ -4,6 +4,7 @@ evaluate and openworld, with the tcn f_E and the mlp f_A."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -125,3 +126,56 @@ def test_video_architectures_on_a_sequence_index_fail_clearly(seq_run: Path, cap
     data = ["--index", seq_run / "index.json", "--split", seq_run / "split.json"]
     assert fgar("fit-labeled", *data, "--arch-e", "small3d", *STEPS, "--out-dir", seq_run / "bad") == 1
     one_error_line(capsys.readouterr().err, "index.json", "needs f_E's tcn, not small3d", "--arch-e tcn")
+
+
+@pytest.mark.parametrize("with_alignability", [False, True])
+def test_predict_on_sequence_files_gives_what_evaluate_gives(seq_run: Path, tmp_path: Path, with_alignability) -> None:
+    ckpts = encoders(seq_run) if with_alignability else ["--ckpt-e", seq_run / "fit" / "E.pt"]
+    assert fgar("evaluate", *ckpts, "--num-views", "2", "--out-dir", tmp_path / "eval") == 0
+    predictions, _ = read_h5(tmp_path / "eval" / "predictions.h5", "fgar.predictions", 1)
+    head = "probs_combined" if with_alignability else "probs_action"
+    class_names = [str(c) for c in predictions["class_names"]]
+    by_id = load_index(seq_run / "index.json").by_id()
+    ts_file = str((seq_run / "data" / "Hops_TEST.ts").resolve())
+    expected = {}  # what evaluate gave each test case, under the name predict gives it (FILE:ROW)
+    for k, video_id in enumerate(predictions["video_ids"]):
+        entry = by_id[video_id.decode() if isinstance(video_id, bytes) else str(video_id)]
+        expected[f"{ts_file}:{entry.key}"] = np.asarray(predictions[head])[k]
+    # the same two cases again as a lone .npy and as the two arrays of an .npz; and a broken file
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    first, second = (read_sequence(Path(ts_file), key) for key in ("0", "1"))
+    np.save(loose / "first.npy", first)
+    np.savez(loose / "pair.npz", a=first, b=second)
+    np.save(loose / "wrong_width.npy", np.zeros((20, 3), dtype=np.float32))
+    out = tmp_path / "pred.csv"
+    inputs = ["--input", ts_file, "--input", loose, "--input", f"{loose / 'pair.npz'}:b"]
+    assert fgar("predict", *ckpts, *inputs, "--num-views", "2", "--top-k", "3", "--out", out) == 0
+    rows = {r["path"]: r for r in csv.DictReader(out.open())}
+    names = list(rows)
+    assert names[: len(expected)] == sorted(expected, key=lambda n: int(n.rpartition(":")[2]))  # the file's order
+    assert names[len(expected) :] == [f"{loose}/first.npy", f"{loose}/pair.npz:a", f"{loose}/pair.npz:b"] + [
+        f"{loose}/wrong_width.npy"
+    ]
+
+    def probabilities(row: dict[str, str]) -> np.ndarray:
+        got = np.zeros(len(class_names))
+        for rank in (1, 2, 3):
+            got[class_names.index(row[f"class_{rank}"])] = float(row[f"probability_{rank}"])
+        return got
+
+    for name, probs in expected.items():
+        assert not rows[name]["error"]
+        np.testing.assert_allclose(probabilities(rows[name]), probs, atol=1e-5)  # the same steps, the same clips
+    assert np.ptp(np.stack(list(expected.values())), axis=0).max() > 1e-2  # cases differ: order matters above
+    np.testing.assert_allclose(probabilities(rows[f"{loose}/first.npy"]), expected[f"{ts_file}:0"], atol=1e-5)
+    np.testing.assert_allclose(probabilities(rows[f"{loose}/pair.npz:b"]), expected[f"{ts_file}:1"], atol=1e-5)
+    broken = rows[f"{loose}/wrong_width.npy"]
+    assert not broken["class_1"] and "3 values per step, expected 2" in broken["error"]
+
+
+def test_predict_with_a_sequence_model_names_what_it_reads(seq_run: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "a.mp4").write_bytes(b"")
+    assert fgar("predict", "--ckpt-e", seq_run / "fit" / "E.pt", "--input", tmp_path / "clips") == 1
+    one_error_line(capsys.readouterr().err, "no sequence file found", "clips")

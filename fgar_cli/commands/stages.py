@@ -456,7 +456,8 @@ def openworld(cfg: OpenWorldConfig) -> None:
         Opt(
             "--input",
             "inputs",
-            "A video file, a folder of videos (searched recursively) or a .txt list of paths; repeatable.",
+            "A video file, a folder of videos (searched recursively) or a .txt list of paths; repeatable. "
+            "For a sequence model: .npy, .npz (FILE.npz:NAME for one array), .ts or .h5 files, folders, lists.",
             DATA_PANEL,
             metavar="PATH",
         ),
@@ -482,11 +483,12 @@ def openworld(cfg: OpenWorldConfig) -> None:
     ],
 )
 def predict(cfg: PredictConfig) -> None:
-    """Predict the classes of new videos with a trained f_E (with --ckpt-a: FinePseudo's f_E + f_A).
+    """Predict the classes of new videos or sequences with a trained f_E (with --ckpt-a: FinePseudo's f_E + f_A).
 
     No labels, split or index are needed. Examples:
       fgar predict --ckpt-e run/st/E.pt --input new_videos/ --out predictions.csv
       fgar predict --ckpt-e run/st/E.pt --ckpt-a run/st/A.pt --input clip1.mp4 --input more.txt --top-k 3
+      fgar predict --ckpt-e seq_run/st/E.pt --input NEW_TEST.ts --input poses/ --out predictions.csv
     """
     from fgar_cli.stages.predict import predict as run
 

@@ -159,6 +159,37 @@ def _npz_array(path: Path, key: str) -> np.ndarray:
         raise SequenceReadError.at(path, key, f"not a readable .npz file ({_one_line(exc)})") from None
 
 
+def sequence_keys(path: Path) -> list[str]:
+    """The keys of every record a sequence file holds, in the file's order: a .ts file's rows ("0",
+    "1", ...), a feature store's datasets, an .npz file's arrays; "" for a .npy file's one array.
+    A file that cannot be read, or holds no record, raises SequenceReadError."""
+    keys = _record_keys(Path(path))
+    if not keys:
+        raise SequenceReadError.at(path, "", "holds no sequences")
+    return keys
+
+
+def _record_keys(path: Path) -> list[str]:
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return [""]
+    if suffix == ".ts":
+        return [str(row) for row in range(len(_parsed_ts(path, "").series))]
+    if suffix in (".h5", ".hdf5"):
+        group = _h5_file(path, "").get(SEQUENCES_GROUP)
+        return list(group.keys()) if group is not None else []
+    if suffix == ".npz":
+        _file_stamp(path, "")
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                return list(archive.files)
+        except Exception as exc:  # BadZipFile, OSError, EOFError...
+            raise SequenceReadError.at(path, "", f"not a readable .npz file ({_one_line(exc)})") from None
+    raise SequenceReadError.at(
+        path, "", f"unknown sequence file type '{suffix}' (expected one of {', '.join(SEQUENCE_SUFFIXES)})"
+    )
+
+
 # --------------------------------------------------------------------------- HDF5 feature stores
 
 _h5_files: dict[str, tuple[tuple[int, int], Any]] = {}  # absolute path -> ((mtime, size), open h5py.File)
@@ -238,14 +269,18 @@ class TsFile:
 _ts_files: dict[str, tuple[tuple[int, int], TsFile]] = {}  # absolute path -> ((mtime, size), parsed file)
 
 
-def _ts_case(path: Path, key: str) -> np.ndarray:
+def _parsed_ts(path: Path, key: str) -> TsFile:
     name, mtime, size = _file_stamp(path, key)
     cached = _ts_files.get(name)
     if cached is None or cached[0] != (mtime, size):
         # Only the newest parse of a path is kept: one parsed file per .ts, however often it changes.
         cached = ((mtime, size), parse_ts(path))
         _ts_files[name] = cached
-    ts = cached[1]
+    return cached[1]
+
+
+def _ts_case(path: Path, key: str) -> np.ndarray:
+    ts = _parsed_ts(path, key)
     if not re.fullmatch(r"\d+", key) or int(key) >= len(ts.series):
         raise SequenceReadError.at(
             path, key, f"no case '{key}' (the key of a .ts record is its row, 0..{len(ts.series) - 1})"

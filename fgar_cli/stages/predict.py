@@ -1,12 +1,17 @@
 """`fgar predict`: what a trained f_E (and, given f_A, FinePseudo's collaborative classifier) says
-about new videos, with no labels, split or index.
+about new videos or sequences, with no labels, split or index.
 
-The videos are read as evaluation reads its test clips (`num_views` clips x 1 centre crop, the clip
+The inputs are read as evaluation reads its test clips (`num_views` clips x 1 centre crop, the clip
 settings f_E was trained with) and their views averaged. With f_A, its non-parametric classifier
-compares every video with the labeled gallery of f_E's training data (Eq. 7-8) and the prediction is
-the average of both (the "combined" head of `fgar evaluate`). Writes a CSV with one row per video
-(its top-k classes and probabilities; an `error` column for a video that could not be read) and the
+compares every input with the labeled gallery of f_E's training data (Eq. 7-8) and the prediction is
+the average of both (the "combined" head of `fgar evaluate`). Writes a CSV with one row per input
+(its top-k classes and probabilities; an `error` column for one that could not be read) and the
 same as JSON beside it.
+
+A sequence model (f_E trained on a sequence index) reads sequence files instead of videos: .npy (one
+sequence), .npz (each array one sequence; FILE.npz:NAME picks one), .ts (each case, its label
+ignored) and fgar feature stores .h5 (each `sequences/<key>`), given as files, folders or lists. A
+record of a file that holds several is named FILE:KEY in the output.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from fgar_cli.data.batches import inference_loader
 from fgar_cli.data.dataset import ClipDataset, ClipMode
 from fgar_cli.data.index import NO_LABEL, DatasetIndex, VideoEntry
 from fgar_cli.data.run_data import load_run_data
+from fgar_cli.data.sequences import SEQUENCE_SUFFIXES, SequenceReadError, read_sequence, sequence_keys
 from fgar_cli.errors import FgarError
 from fgar_cli.files import check_output_file, read_text
 from fgar_cli.inference import run_encoders
@@ -36,77 +42,138 @@ from fgar_cli.runtime import resolve_device, seed_everything
 LIST_SUFFIXES = {".txt", ".lst"}
 
 
-def collect_videos(inputs: list[str]) -> list[Path]:
-    """The videos named by `inputs`: files, folders (searched recursively for video files) and
-    .txt/.lst lists (one path per line, relative to the list's folder; '#' starts a comment)."""
-    videos: list[Path] = []
+def collect_inputs(inputs: list[str], suffixes: tuple[str, ...], what: str) -> list[Path]:
+    """The files named by `inputs`: files, folders (searched recursively for files ending in one of
+    `suffixes`) and .txt/.lst lists (one path per line, relative to the list's folder; '#' starts a
+    comment). A list's line or an input may name one array of an .npz as FILE.npz:NAME."""
+    files: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            videos += sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_SUFFIXES and f.is_file())
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in suffixes and f.is_file())
         elif p.suffix.lower() in LIST_SUFFIXES and p.is_file():
-            lines = [line.split("#", 1)[0].strip() for line in read_text(p, "video list").splitlines()]
-            videos += [q if (q := Path(line)).is_absolute() else p.parent / q for line in lines if line]
-        elif p.exists():
-            videos.append(p)
+            lines = [line.split("#", 1)[0].strip() for line in read_text(p, f"{what} list").splitlines()]
+            files += [q if (q := Path(line)).is_absolute() else p.parent / q for line in lines if line]
+        elif p.exists() or Path(_npz_member(item)[0]).is_file():
+            files.append(p)
         else:
-            raise FgarError(f"{p}: not found (give video files, folders of videos or .txt lists of paths)")
-    if not videos:
-        raise FgarError(f"no video found in {', '.join(inputs) or 'the inputs'} (pass --input FILE, FOLDER or LIST)")
-    return list(dict.fromkeys(v.resolve() for v in videos))
+            raise FgarError(f"{p}: not found (give {what} files, folders of them or .txt lists of paths)")
+    if not files:
+        raise FgarError(f"no {what} found in {', '.join(inputs) or 'the inputs'} (pass --input FILE, FOLDER or LIST)")
+    return list(dict.fromkeys(f.resolve() for f in files))
+
+
+def collect_videos(inputs: list[str]) -> list[Path]:
+    """The videos named by `inputs` (see `collect_inputs`)."""
+    return collect_inputs(inputs, VIDEO_SUFFIXES, "video")
+
+
+def _npz_member(text: str) -> tuple[str, str]:
+    """'a.npz:pose' -> ('a.npz', 'pose'); anything else -> (text, '')."""
+    file, colon, key = text.rpartition(":")
+    return (file, key) if colon and file.lower().endswith(".npz") and key and "/" not in key else (text, "")
+
+
+def sequence_entries(files: list[Path], input_dim: int) -> tuple[list[str], list[VideoEntry], dict[str, str]]:
+    """The name of every sequence record of `files` in order (FILE:KEY for a record of a file that holds
+    several); an entry, with its length, per readable record; and the reason of each record (or file)
+    that cannot be read or has not `input_dim` values per step."""
+    names: list[str] = []
+    entries: list[VideoEntry] = []
+    unreadable: dict[str, str] = {}
+    seen: set[str] = set()
+    for file in files:
+        path, key = _npz_member(str(file))
+        try:
+            keys = [key] if key else sequence_keys(Path(path))
+        except SequenceReadError as exc:
+            names.append(str(file))
+            unreadable[str(file)] = str(exc)
+            continue
+        several = len(keys) > 1 or Path(path).suffix.lower() in (".ts", ".h5", ".hdf5")
+        for record in keys:
+            name = f"{path}:{record}" if several or key else path
+            if name in unreadable or name in seen:  # named twice (FILE and FILE:KEY): one row
+                continue
+            names.append(name)
+            seen.add(name)
+            try:
+                steps = read_sequence(Path(path), record, input_dim)
+            except SequenceReadError as exc:
+                unreadable[name] = str(exc)
+                continue
+            entries.append(
+                VideoEntry(id=name, path=path, label=NO_LABEL, subset="unlabeled", key=record, num_frames=len(steps))
+            )
+    return names, entries, unreadable
 
 
 def predict(cfg: PredictConfig) -> dict[str, Any]:
     seed_everything(cfg.run.seed)
     out = check_output_file(cfg.out)  # before the work, not after it
-    videos = collect_videos(cfg.inputs)
     encoders = load_encoders(cfg.ckpt_e, cfg.ckpt_a, need_alignability=False)
-    if encoders.action.model.config.input_dim:
-        raise FgarError(
-            f"{cfg.ckpt_e}: a sequence model; predict reads videos. Index the sequences "
-            "(`fgar data index --format npz`) and run `fgar evaluate --subset unlabeled` on them"
-        )
+    input_dim = encoders.action.model.config.input_dim
+    if input_dim:  # a sequence model: records of sequence files
+        files = collect_inputs(cfg.inputs, SEQUENCE_SUFFIXES, "sequence file")
+        inputs, entries, unreadable = sequence_entries(files, input_dim)
+    else:
+        videos = collect_videos(cfg.inputs)
+        entries = [VideoEntry(id=str(v), path=str(v), label=NO_LABEL, subset="unlabeled") for v in videos]
+        inputs, unreadable = [str(v) for v in videos], {}
     device = resolve_device(cfg.run.device)
     encoders.to(device)
     data = None
     if encoders.alignability is not None:  # f_A's gallery: the labeled split f_E was trained on
         data = load_run_data(encoders.data_paths(DataPaths()), cfg.run)
         encoders.check_data(data)
-        require_fittable_tau(data, cfg.classifier)  # before the videos are run, not after
+        require_fittable_tau(data, cfg.classifier)  # before the inputs are run, not after
     names = encoders.class_names
-    entries = [VideoEntry(id=str(v), path=str(v), label=NO_LABEL, subset="unlabeled") for v in videos]
-    index = DatasetIndex("predict", "/", names, entries, allow_outside_root=True)
     clip = encoders.action.recipe.clip
-    dataset = ClipDataset(index, entries, clip, ClipMode.TEST, num_views=cfg.num_views)
-    loader = inference_loader(dataset, max(1, cfg.run.inference_batch_size // cfg.num_views))
-    model_a = encoders.alignability.model if encoders.alignability is not None else None
-    outputs = run_encoders(loader, device, "videos", encoders.action.model, model_a)
-    heads, _ = head_probabilities(encoders, outputs, data, cfg.classifier, cfg.run.inference_batch_size, cfg.run.seed)
-    head = "combined" if "combined" in heads else "action"
-    probs = heads[head]
-    rows = prediction_rows(videos, probs, outputs.valid, dataset.skip_reasons, names, cfg.top_k)
+    rows = []
+    head = "combined" if encoders.alignability is not None else "action"
+    if entries:
+        index = DatasetIndex("predict", "/", names, entries, allow_outside_root=True, input_dim=input_dim)
+        dataset = ClipDataset(index, entries, clip, ClipMode.TEST, num_views=cfg.num_views)
+        loader = inference_loader(dataset, max(1, cfg.run.inference_batch_size // cfg.num_views))
+        model_a = encoders.alignability.model if encoders.alignability is not None else None
+        what = "sequences" if input_dim else "videos"
+        outputs = run_encoders(loader, device, what, encoders.action.model, model_a)
+        heads, _ = head_probabilities(
+            encoders, outputs, data, cfg.classifier, cfg.run.inference_batch_size, cfg.run.seed
+        )
+        head = "combined" if "combined" in heads else "action"
+        rows = prediction_rows(
+            [e.id for e in entries], heads[head], outputs.valid, dataset.skip_reasons, names, cfg.top_k
+        )
+    rows += [{"path": name, "top": [], "error": reason} for name, reason in unreadable.items()]
+    position = {name: i for i, name in enumerate(inputs)}
+    rows.sort(key=lambda row: position[row["path"]])  # the inputs' order, unreadable ones in their place
     write_predictions(out, rows, min(cfg.top_k, len(names)))
+    if input_dim:
+        protocol = f"{cfg.num_views} clips of {clip.num_frames} steps"
+    else:
+        protocol = f"{cfg.num_views} clips x 1 centre crop, {clip.num_frames} frames at {clip.size}px"
     return {
-        "videos": len(videos),
-        "unreadable": int((~outputs.valid).sum()),
+        "sequences" if input_dim else "videos": len(rows),
+        "unreadable": sum(1 for row in rows if row["error"]),
         "head": head,
-        "protocol": f"{cfg.num_views} clips x 1 centre crop, {clip.num_frames} frames at {clip.size}px",
+        "protocol": protocol,
         "csv": str(out),
         "json": str(out.with_suffix(".json")),
     }
 
 
 def prediction_rows(
-    videos: list[Path], probs: torch.Tensor, valid: torch.Tensor, reasons: dict[str, str], names: list[str], k: int
+    ids: list[str], probs: torch.Tensor, valid: torch.Tensor, reasons: dict[str, str], names: list[str], k: int
 ) -> list[dict[str, Any]]:
     rows = []
-    for i, video in enumerate(videos):
+    for i, name in enumerate(ids):
         if not valid[i]:
-            rows.append({"path": str(video), "top": [], "error": reasons.get(str(video), "could not be read")})
+            rows.append({"path": name, "top": [], "error": reasons.get(name, "could not be read")})
             continue
         p, order = probs[i].sort(descending=True)
         top = [{"class": names[int(c)], "probability": float(q)} for q, c in zip(p[:k], order[:k], strict=True)]
-        rows.append({"path": str(video), "top": top, "error": ""})
+        rows.append({"path": name, "top": top, "error": ""})
     return rows
 
 
