@@ -179,3 +179,37 @@ def test_predict_with_a_sequence_model_names_what_it_reads(seq_run: Path, tmp_pa
     (tmp_path / "clips" / "a.mp4").write_bytes(b"")
     assert fgar("predict", "--ckpt-e", seq_run / "fit" / "E.pt", "--input", tmp_path / "clips") == 1
     one_error_line(capsys.readouterr().err, "no sequence file found", "clips")
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_an_exported_sequence_model_gives_the_checkpoints_outputs(seq_run: Path, tmp_path: Path, fmt: str) -> None:
+    from fgar_cli.checkpoints import load_action
+    from fgar_cli.data.sequences import fill_missing
+    from fgar_cli.stages.export import load_exported
+
+    if fmt == "onnx":
+        pytest.importorskip("onnxscript")
+        ort = pytest.importorskip("onnxruntime")
+    ckpt = seq_run / "fit" / "E.pt"
+    out = tmp_path / ("E.onnx" if fmt == "onnx" else "E.torchscript.pt")
+    assert fgar("export", "--ckpt-e", ckpt, "--format", fmt, "--out", out) == 0
+    action = load_action(str(ckpt))
+    steps = action.recipe.clip.num_frames
+    ts_file = seq_run / "data" / "Hops_TEST.ts"
+    # the first `steps` steps of real cases, gaps filled as fgar fills them; batches of 1 and 3
+    cases = np.stack([fill_missing(read_sequence(ts_file, str(row)))[:steps] for row in range(3)])
+    with torch.no_grad():
+        expected = action.model.eval()(torch.from_numpy(cases)).softmax(-1)
+    assert float(expected.max(1).values.min()) < 0.999  # not saturated: the comparison below can fail
+    for batch in (1, 3):
+        if fmt == "onnx":
+            session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+            (steps_in,) = session.get_inputs()
+            assert (steps_in.name, steps_in.shape) == ("steps", ["batch", steps, 2])
+            (got,) = session.run(["probabilities"], {"steps": cases[:batch]})
+            got = torch.from_numpy(got)
+        else:
+            model, class_names = load_exported(out)
+            assert class_names == CLASSES
+            got = model(torch.from_numpy(cases[:batch]))
+        torch.testing.assert_close(got, expected[:batch], rtol=1e-4, atol=1e-5)

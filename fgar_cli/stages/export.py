@@ -25,6 +25,12 @@ each such pool by the same averages written as fixed matrices for the one input 
 settings give (`FixedAdaptiveAvgPool3d`); every f_E architecture then exports (tests/test_export.py).
 An operator the exporter cannot translate is one error line naming the architecture.
 
+A sequence model (f_E trained on a sequence index: tcn) exports the same ways with its input
+normalisation (the training split's per-channel statistics): input float32 steps (B, T, D), T the
+clip's steps and D the values per step the index had, ONNX name `steps`. fgar fills gaps by linear
+interpolation over time before f_E sees a clip (`sequences.fill_missing`); do the same, since a NaN
+left in becomes the channel's mean.
+
 torch 2.14 warns that TorchScript is deprecated in favour of `torch.export`, whose `.pt2` form is the
 natural next format.
 """
@@ -51,7 +57,7 @@ from fgar_cli.files import atomic_write_bytes, check_output_file
 from fgar_cli.models import ActionEncoder
 
 DEFAULT_OUT = {ExportFormat.TORCHSCRIPT: "E.torchscript.pt", ExportFormat.ONNX: "E.onnx"}
-ONNX_INPUT, ONNX_OUTPUT = "frames", "probabilities"
+ONNX_INPUT, ONNX_SEQUENCE_INPUT, ONNX_OUTPUT = "frames", "steps", "probabilities"
 ONNX_OPSET = 18  # onnxruntime >= 1.14 runs it
 ONNX_PACKAGES = ("onnx", "onnxscript")  # what torch.onnx.export(dynamo=True) imports
 
@@ -70,35 +76,54 @@ class ExportedActionEncoder(nn.Module):
         return self.model((clips - self.mean) / self.std).softmax(-1)
 
 
+class ExportedSequenceEncoder(nn.Module):
+    """float32 steps (B, T, D) -> f_E's class probabilities (B, C); the model normalises them itself."""
+
+    def __init__(self, model: ActionEncoder) -> None:
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(self, steps: Tensor) -> Tensor:
+        return self.model(steps.float()).softmax(-1)
+
+
+Exported = ExportedActionEncoder | ExportedSequenceEncoder
+
+
 def export(cfg: ExportConfig) -> dict[str, Any]:
     if cfg.format == ExportFormat.ONNX:
         missing_onnx_packages()  # before the checkpoint is read: the fix is an install
     out = check_output_file(cfg.out or DEFAULT_OUT[cfg.format])
     action = load_action(cfg.ckpt_e)
-    if action.model.config.input_dim:
-        raise FgarError(f"{cfg.ckpt_e}: export takes video models; this one reads sequences (not supported yet)")
     clip = action.recipe.clip
-    wrapper = ExportedActionEncoder(action.model).eval()
+    input_dim = action.model.config.input_dim
+    wrapper = (ExportedSequenceEncoder if input_dim else ExportedActionEncoder)(action.model).eval()
     if cfg.format == ExportFormat.ONNX:
         data = onnx_bytes(wrapper, action)
     else:
         data = torchscript_bytes(wrapper, action)
     atomic_write_bytes(out, data)
     summary: dict[str, Any] = {cfg.format.value: str(out), "classes": len(action.class_names)}
+    if input_dim:
+        return summary | {"steps": clip.num_frames, "values_per_step": input_dim}
     return summary | {"frames": clip.num_frames, "size": clip.size}
 
 
 def _clip_json(action: ActionCheckpoint) -> str:
     clip = action.recipe.clip
+    if input_dim := action.model.config.input_dim:
+        return json.dumps({"num_frames": clip.num_frames, "input_dim": input_dim, "input": "float32 steps (B, T, D)"})
     return json.dumps({"num_frames": clip.num_frames, "size": clip.size, "input": "uint8 RGB (B, T, H, W, 3)"})
 
 
 def _example(action: ActionCheckpoint, batch: int) -> Tensor:
     clip = action.recipe.clip
+    if input_dim := action.model.config.input_dim:
+        return torch.randn(batch, clip.num_frames, input_dim)
     return torch.randint(0, 256, (batch, clip.num_frames, clip.size, clip.size, 3), dtype=torch.uint8)
 
 
-def torchscript_bytes(wrapper: ExportedActionEncoder, action: ActionCheckpoint) -> bytes:
+def torchscript_bytes(wrapper: Exported, action: ActionCheckpoint) -> bytes:
     with torch.no_grad():
         traced = torch.jit.trace(wrapper, _example(action, 1), check_trace=False)
     extra = {"class_names.json": json.dumps(action.class_names), "clip.json": _clip_json(action)}
@@ -146,7 +171,7 @@ class FixedAdaptiveAvgPool3d(nn.Module):
         return torch.einsum("bcthw,it,jh,kw->bcijk", x, self.bins0, self.bins1, self.bins2)
 
 
-def onnx_ready(wrapper: ExportedActionEncoder, example: Tensor) -> ExportedActionEncoder:
+def onnx_ready(wrapper: Exported, example: Tensor) -> Exported:
     """A copy of `wrapper` whose adaptive pools to more than one place are FixedAdaptiveAvgPool3d,
     each for the input size `example` gives it (global pools export as they are)."""
     ready = copy.deepcopy(wrapper).eval()
@@ -188,7 +213,7 @@ def _export_failure(exc: BaseException) -> str:
     return f"{type(chain[-1]).__name__}: {first[0][:160] if first else ''}".rstrip(": ")
 
 
-def onnx_bytes(wrapper: ExportedActionEncoder, action: ActionCheckpoint) -> bytes:
+def onnx_bytes(wrapper: Exported, action: ActionCheckpoint) -> bytes:
     """The ONNX model of `wrapper`, class names and clip settings in its metadata_props."""
     example = _example(action, 2)  # 2, not 1: torch.export fixes an axis seen at size 1
     ready = onnx_ready(wrapper, example)
@@ -199,11 +224,11 @@ def onnx_bytes(wrapper: ExportedActionEncoder, action: ActionCheckpoint) -> byte
             program = torch.onnx.export(
                 ready,
                 (example,),
-                input_names=[ONNX_INPUT],
+                input_names=[ONNX_SEQUENCE_INPUT if action.model.config.input_dim else ONNX_INPUT],
                 output_names=[ONNX_OUTPUT],
                 opset_version=ONNX_OPSET,
                 dynamo=True,
-                dynamic_shapes=({0: torch.export.Dim("batch")},),  # the frames' first axis
+                dynamic_shapes=({0: torch.export.Dim("batch")},),  # the input's first axis
                 verbose=False,
             )
     except Exception as exc:  # the exporter's errors are many types, from torch.export, dispatch and onnxscript
