@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +19,7 @@ os.environ["FGAR_NO_PROGRESS"] = "1"
 os.environ["COLUMNS"] = "200"
 # The frame cache of the tests' own videos goes to a folder of this test session, not the user's cache.
 os.environ["FGAR_CACHE_DIR"] = tempfile.mkdtemp(prefix="fgar-test-cache-")
+atexit.register(shutil.rmtree, os.environ["FGAR_CACHE_DIR"], ignore_errors=True)  # not left in /tmp
 
 
 class CliResult(NamedTuple):
