@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
@@ -43,11 +44,10 @@ def run_encoders(
     With `mc_passes` > 0, also f_E's softmax under that many draws of its dropout (MC dropout, as UPS
     estimates uncertainty). f_E's only dropout sits before its linear classifier, so the trunk runs
     once and each pass redraws the mask on the pooled features: the same as rerunning the whole
-    network with dropout on, at the cost of a matrix product. The masks come from `mc_seed`."""
+    network with dropout on, at the cost of a matrix product. Each clip's masks come from `mc_seed`
+    and its place in the dataset alone, so they do not depend on the batch it ran in, on which clips
+    before it could be read, or on the rank that ran it (under torchrun)."""
     models = {"probs": action, "embeddings": alignability}
-    generator: torch.Generator | None = None
-    if mc_passes and action is not None:
-        generator = torch.Generator(device).manual_seed(mc_seed)
     for model in models.values():
         if model is not None:
             model.eval()
@@ -58,10 +58,7 @@ def run_encoders(
     views = getattr(loader.dataset, "num_views", 1)
     with progress_bar() as progress:
         task = progress.add_task(what, total=len(shard), info="")
-        for batch, others in shard:
-            if generator is not None and action is not None:
-                for size in others:  # the other ranks' batches before this one: their MC masks, unused here
-                    torch.rand((mc_passes, size * views, action.feature_dim), generator=generator, device=device)
+        for batch in shard:
             progress.advance(task)
             if batch is None:
                 continue
@@ -73,9 +70,10 @@ def run_encoders(
             for name, model in models.items():
                 if model is None:
                     continue
-                if name == "probs" and generator is not None:
+                if name == "probs" and mc_passes:
                     assert action is not None
-                    outputs["probs"], outputs["mc_probs"] = _mc_dropout(action, flat, device, mc_passes, generator)
+                    masks = dropout_masks(idx.tolist(), mc_passes, views, action.feature_dim, mc_seed)
+                    outputs["probs"], outputs["mc_probs"] = _mc_dropout(action, flat, device, masks)
                     continue
                 with autocast(device):
                     out = model(flat).float()
@@ -96,7 +94,7 @@ def run_encoders(
 class RankBatches:
     """The batches of `loader` this rank runs: batch k goes to rank k mod N (all of them in one
     process), so each batch holds the clips it holds in one process and scores come out bit-equal.
-    Yields (batch or None, the sizes of the other ranks' batches since the last one of this rank)."""
+    Yields each batch, or None for a batch none of whose clips could be read."""
 
     def __init__(self, loader: DataLoader, place: distributed.World) -> None:
         self.loader, self.place = loader, place
@@ -107,23 +105,16 @@ class RankBatches:
     def __len__(self) -> int:
         return len(self.mine)
 
-    def __iter__(self) -> Iterator[tuple[dict[str, Any] | None, list[int]]]:
+    def __iter__(self) -> Iterator[dict[str, Any] | None]:
         if not self.place.distributed:
-            for batch in self.loader:
-                yield batch, []
+            yield from self.loader
             return
-        loader = DataLoader(
+        yield from DataLoader(
             self.loader.dataset,
             batch_sampler=self.mine,
             num_workers=self.loader.num_workers,
             collate_fn=self.loader.collate_fn,
         )
-        sizes = [len(b) for b in self.all_batches]
-        done = 0
-        for i, batch in enumerate(loader):
-            k = i * self.place.size + self.place.rank
-            yield batch, sizes[done:k]
-            done = k + 1
 
 
 def _gather(results: dict[str, Tensor], valid: Tensor) -> tuple[dict[str, Tensor], Tensor]:
@@ -146,14 +137,21 @@ def _rows(mask: Tensor, like: Tensor) -> Tensor:
     return mask.view(-1, *([1] * (like.ndim - 1))).expand_as(like)
 
 
-def _mc_dropout(
-    action: nn.Module, clips: Tensor, device: torch.device, passes: int, generator: torch.Generator
-) -> tuple[Tensor, Tensor]:
-    """f_E's softmax without dropout (B, C), and under `passes` dropout masks (B, passes, C)."""
+def dropout_masks(clips: list[int], passes: int, views: int, features: int, seed: int) -> Tensor:
+    """Uniform draws (passes, len(clips) * views, features) for the dropout masks of these dataset
+    places, clip-major as a batch flattens its views; each clip's draws from (seed, its place) only."""
+    draws = [np.random.default_rng([seed, clip]).random((passes, views, features), dtype=np.float32) for clip in clips]
+    return torch.from_numpy(np.concatenate(draws, axis=1)) if draws else torch.empty(passes, 0, features)
+
+
+def _mc_dropout(action: nn.Module, clips: Tensor, device: torch.device, draws: Tensor) -> tuple[Tensor, Tensor]:
+    """f_E's softmax without dropout (B, C), and under one dropout mask per pass of `draws`
+    (passes, B, features), as (B, passes, C)."""
     with autocast(device):
         features = action.features(clips).float()
     keep = 1.0 - action.dropout.p
-    masks = torch.rand((passes, *features.shape), generator=generator, device=features.device) < keep
+    passes = draws.shape[0]
+    masks = draws.to(features.device) < keep
     dropped = features * masks / keep if keep < 1 else features.expand(passes, *features.shape)
     samples = action.fc(dropped).softmax(-1).transpose(0, 1)
     return action.fc(features).softmax(-1), samples

@@ -198,3 +198,49 @@ def test_auroc_by_hand() -> None:
     assert auroc(scores, np.array([False, False, True, True])) == 0.0
     assert auroc(np.array([0.5, 0.5]), np.array([True, False])) == 0.5
     assert auroc(np.array([0.9, 0.2, 0.5]), np.array([True, False, True])) == 1.0
+
+
+def test_mc_dropout_masks_belong_to_clips_not_to_batches(tiny_run, tmp_path) -> None:
+    """UPS's MC-dropout samples of a clip do not depend on the batch it ran in, nor on an unreadable
+    clip before it: under torchrun a process cannot know how many clips another one skipped."""
+    from dataclasses import replace
+
+    from fgar_cli.checkpoints import load_action
+    from fgar_cli.data.batches import inference_loader
+    from fgar_cli.data.dataset import ClipDataset, ClipMode
+    from fgar_cli.data.index import load_index
+    from fgar_cli.inference import run_encoders
+
+    index = load_index(tiny_run / "index.json")
+    action = load_action(str(tiny_run / "fit" / "E.pt"))
+    assert action.model.dropout.p > 0
+    entries = index.entries[:5]
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    with_broken = [replace(entries[0], id="broken", path=str(broken)), *entries[1:]]
+
+    def mc_probs(clips: list, batch_size: int) -> torch.Tensor:
+        dataset = ClipDataset(index, clips, action.recipe.clip, ClipMode.TEST, num_views=2)
+        out = run_encoders(
+            inference_loader(dataset, batch_size), torch.device("cpu"), "clips", action.model, None, 4, 7
+        )
+        assert out.mc_probs is not None and out.mc_probs.shape[:3] == (len(clips), 2, 4)
+        return out.mc_probs
+
+    alone = mc_probs(entries, 1)
+    batched = mc_probs(entries, 3)
+    torch.testing.assert_close(batched, alone)  # the same masks, whatever the batches
+    assert (alone[:, :, 0] - alone[:, :, 1]).abs().max() > 1e-3  # passes differ: masks were drawn
+    skipped = mc_probs(with_broken, 3)
+    assert skipped[0].isnan().all()
+    torch.testing.assert_close(skipped[1:], alone[1:])  # the unreadable clip moved no other clip's masks
+    other_seed = run_encoders(
+        inference_loader(ClipDataset(index, entries, action.recipe.clip, ClipMode.TEST, num_views=2), 3),
+        torch.device("cpu"),
+        "clips",
+        action.model,
+        None,
+        4,
+        8,
+    ).mc_probs
+    assert other_seed is not None and (other_seed - alone).abs().max() > 1e-3  # the seed chooses the masks
