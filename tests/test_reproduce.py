@@ -19,7 +19,7 @@ from fgar_cli.checkpoints import load_checkpoint
 from fgar_cli.config import EvaluateConfig, PseudoLabeling, RunConfig, SelfTrainConfig, Source
 from fgar_cli.data.index import NO_TRUTH, load_index
 from fgar_cli.errors import FgarError
-from fgar_cli.inference import _mc_dropout
+from fgar_cli.inference import _mc_dropout, dropout_masks
 from fgar_cli.losses import alignability_loss
 from fgar_cli.method.pseudolabels import select_pseudo_labels, with_true_labels
 from fgar_cli.models import ScoreHead
@@ -110,13 +110,18 @@ def test_mc_dropout_passes_are_seeded_and_average_to_the_deterministic_head() ->
     features = torch.randn(4, 6)
     head.features = lambda x: x  # the trunk: identity on these "clips"
     device = torch.device("cpu")
-    probs, samples = _mc_dropout(head, features, device, 5, torch.Generator().manual_seed(3))
-    again = _mc_dropout(head, features, device, 5, torch.Generator().manual_seed(3))[1]
+    clips = [10, 11, 12, 13]  # the clips' places in their dataset
+    probs, samples = _mc_dropout(head, features, device, dropout_masks(clips, 5, 1, 6, seed=3))
+    again = _mc_dropout(head, features, device, dropout_masks(clips, 5, 1, 6, seed=3))[1]
     assert samples.shape == (4, 5, 3) and torch.equal(samples, again)
     assert torch.allclose(probs, head.fc(features).softmax(-1))
     assert not torch.allclose(samples[:, 0], samples[:, 1])  # the masks differ between passes
+    # the draws are uniform on [0, 1): a mask keeps each feature with probability keep = 0.5
+    many = dropout_masks(clips, 4000, 1, 6, seed=3)
+    assert 0 <= float(many.min()) and float(many.max()) < 1
+    assert abs(float((many < 0.5).float().mean()) - 0.5) < 0.01  # 96,000 draws: std 0.0016
     head.dropout = torch.nn.Dropout(0.0)
-    _, still = _mc_dropout(head, features, device, 3, torch.Generator().manual_seed(3))
+    _, still = _mc_dropout(head, features, device, dropout_masks(clips, 3, 1, 6, seed=3))
     assert torch.allclose(still, probs[:, None].expand(4, 3, 3))
 
 
