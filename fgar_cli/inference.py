@@ -99,8 +99,7 @@ class RankBatches:
     def __init__(self, loader: DataLoader, place: distributed.World) -> None:
         self.loader, self.place = loader, place
         size, n = loader.batch_size or 1, len(loader.dataset)
-        self.all_batches = [list(range(k, min(k + size, n))) for k in range(0, n, size)]
-        self.mine = self.all_batches[place.rank :: place.size]
+        self.mine = [list(range(k, min(k + size, n))) for k in range(place.rank * size, n, place.size * size)]
 
     def __len__(self) -> int:
         return len(self.mine)

@@ -613,7 +613,7 @@ def read_npz(
     ids_allowed = given is not None or _all_ints(labeled)
     entries = []
     for where, text, raw, subset in rows:
-        file, key = _npz_target(text)
+        file, key = npz_member(text)
         if raw in _NO_LABEL_TEXT:
             label, subset = NO_LABEL, UNLABELED
         else:
@@ -650,7 +650,7 @@ def _read_npz_csv(path: Path) -> list[tuple[tuple[str, str, str, str], str]]:
         text = r[col["path"]].strip()
         if not text:
             raise FgarError(f"{where}: expected the path of a .npy or .npz file")
-        file, _ = _npz_target(text)
+        file, _ = npz_member(text)
         if Path(file).suffix.lower() not in _NPZ_SUFFIXES:
             raise FgarError(f"{where}: '{text}' is not a .npy or .npz file")
         split = r[col["split"]].strip().lower() if "split" in col else ""
@@ -661,7 +661,7 @@ def _read_npz_csv(path: Path) -> list[tuple[tuple[str, str, str, str], str]]:
     return rows
 
 
-def _npz_target(text: str) -> tuple[str, str]:
+def npz_member(text: str) -> tuple[str, str]:
     """'clips/a.npz:pose' -> ('clips/a.npz', 'pose'); any other path -> (path, '')."""
     member = _NPZ_MEMBER.fullmatch(text)
     return (member.group(1), member.group(2)) if member else (text, "")

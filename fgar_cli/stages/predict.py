@@ -27,7 +27,7 @@ import torch
 from fgar_cli.artifacts import atomic_write_text
 from fgar_cli.checkpoints import load_encoders
 from fgar_cli.config import DataPaths, PredictConfig
-from fgar_cli.data.adapters import VIDEO_SUFFIXES
+from fgar_cli.data.adapters import VIDEO_SUFFIXES, npz_member
 from fgar_cli.data.batches import inference_loader
 from fgar_cli.data.dataset import ClipDataset, ClipMode
 from fgar_cli.data.index import NO_LABEL, DatasetIndex, VideoEntry
@@ -54,7 +54,7 @@ def collect_inputs(inputs: list[str], suffixes: tuple[str, ...], what: str) -> l
         elif p.suffix.lower() in LIST_SUFFIXES and p.is_file():
             lines = [line.split("#", 1)[0].strip() for line in read_text(p, f"{what} list").splitlines()]
             files += [q if (q := Path(line)).is_absolute() else p.parent / q for line in lines if line]
-        elif p.exists() or Path(_npz_member(item)[0]).is_file():
+        elif p.exists() or Path(npz_member(item)[0]).is_file():
             files.append(p)
         else:
             raise FgarError(f"{p}: not found (give {what} files, folders of them or .txt lists of paths)")
@@ -68,35 +68,27 @@ def collect_videos(inputs: list[str]) -> list[Path]:
     return collect_inputs(inputs, VIDEO_SUFFIXES, "video")
 
 
-def _npz_member(text: str) -> tuple[str, str]:
-    """'a.npz:pose' -> ('a.npz', 'pose'); anything else -> (text, '')."""
-    file, colon, key = text.rpartition(":")
-    return (file, key) if colon and file.lower().endswith(".npz") and key and "/" not in key else (text, "")
-
-
 def sequence_entries(files: list[Path], input_dim: int) -> tuple[list[str], list[VideoEntry], dict[str, str]]:
     """The name of every sequence record of `files` in order (FILE:KEY for a record of a file that holds
     several); an entry, with its length, per readable record; and the reason of each record (or file)
     that cannot be read or has not `input_dim` values per step."""
-    names: list[str] = []
+    names: dict[str, None] = {}  # ordered, each name once (an input may name FILE and FILE:KEY)
     entries: list[VideoEntry] = []
     unreadable: dict[str, str] = {}
-    seen: set[str] = set()
     for file in files:
-        path, key = _npz_member(str(file))
+        path, key = npz_member(str(file))
         try:
             keys = [key] if key else sequence_keys(Path(path))
         except SequenceReadError as exc:
-            names.append(str(file))
+            names[str(file)] = None
             unreadable[str(file)] = str(exc)
             continue
         several = len(keys) > 1 or Path(path).suffix.lower() in (".ts", ".h5", ".hdf5")
         for record in keys:
             name = f"{path}:{record}" if several or key else path
-            if name in unreadable or name in seen:  # named twice (FILE and FILE:KEY): one row
+            if name in names:
                 continue
-            names.append(name)
-            seen.add(name)
+            names[name] = None
             try:
                 steps = read_sequence(Path(path), record, input_dim)
             except SequenceReadError as exc:
@@ -105,7 +97,7 @@ def sequence_entries(files: list[Path], input_dim: int) -> tuple[list[str], list
             entries.append(
                 VideoEntry(id=name, path=path, label=NO_LABEL, subset="unlabeled", key=record, num_frames=len(steps))
             )
-    return names, entries, unreadable
+    return list(names), entries, unreadable
 
 
 def predict(cfg: PredictConfig) -> dict[str, Any]:
